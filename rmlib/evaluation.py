@@ -1,0 +1,77 @@
+"""Metrics over evaluation sets.
+
+* accuracy (Definition 1): mean of 1[r+ > r-] + 1/2 * 1[r+ = r-].
+* absolute reward margin (Appendix D.3): mean of |r+ - r-| / s, where s is the standard deviation of all
+  rewards (chosen and rejected) of that evaluation set, so reward models of different scale compare.
+* win-rate (Figure 2): over matched evaluations (same model, seed, evaluation set), the share in which
+  the EX-RM's accuracy beats the IM-RM's by more than 1% (absolute), the share of ties (within 1%) and
+  the share the IM-RM wins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from .formatting import Encoded
+from .rewards import score
+
+TIE_TOLERANCE = 0.01
+
+
+def accuracy(r_chosen, r_rejected) -> float:
+    """Definition 1: ties count 1/2."""
+    rc, rr = np.asarray(r_chosen, dtype=np.float64), np.asarray(r_rejected, dtype=np.float64)
+    if rc.shape != rr.shape or rc.size == 0:
+        raise ValueError(f"need two equal-length non-empty reward vectors, got {rc.shape} and {rr.shape}")
+    return float(np.mean((rc > rr) + 0.5 * (rc == rr)))
+
+
+def normalized_margin(r_chosen, r_rejected) -> float:
+    """Appendix D.3: mean |r+ - r-| divided by the std of all 2n rewards (0 if all rewards are equal)."""
+    rc, rr = np.asarray(r_chosen, dtype=np.float64), np.asarray(r_rejected, dtype=np.float64)
+    s = np.concatenate([rc, rr]).std()
+    return float(np.mean(np.abs(rc - rr)) / s) if s > 0 else 0.0
+
+
+def win_rate(results: pd.DataFrame, a: str = "ex", b: str = "im", by=("model", "seed", "eval_set"),
+             type_column: str = "rm_type", tolerance: float = TIE_TOLERANCE) -> pd.Series:
+    """Percentages of matched evaluations won by ``a``, tied (|acc_a - acc_b| <= tolerance), won by ``b``.
+
+    ``results`` holds one row per (run, evaluation set) with an ``accuracy`` column; rows are matched on
+    ``by``. Unmatched rows are ignored (and counted in the returned ``n``)."""
+    by = list(by)
+    left = results[results[type_column] == a].set_index(by)["accuracy"]
+    right = results[results[type_column] == b].set_index(by)["accuracy"]
+    for name, side in ((a, left), (b, right)):
+        if side.index.duplicated().any():
+            raise ValueError(f"several {name} results share the same {by}; add a column to `by`")
+    joined = pd.concat([left.rename("a"), right.rename("b")], axis=1, join="inner")
+    if joined.empty:
+        raise ValueError(f"no matched {a}/{b} evaluations on {by}")
+    diff = joined["a"] - joined["b"]
+    tie = diff.abs() <= tolerance + 1e-12
+    return pd.Series({f"{a}_wins": 100 * float(((diff > 0) & ~tie).mean()), "tie": 100 * float(tie.mean()),
+                      f"{b}_wins": 100 * float(((diff < 0) & ~tie).mean()), "n": int(len(joined))})
+
+
+def encode_pairs(rm, rows) -> tuple[list[Encoded], list[Encoded]]:
+    """Encode every row's chosen and rejected sequence with the reward model's own format."""
+    chosen = [rm.encode(r["prompt"], r["chosen"]) for r in rows]
+    rejected = [rm.encode(r["prompt"], r["rejected"]) for r in rows]
+    return chosen, rejected
+
+
+def evaluate(rm, chosen: list[Encoded], rejected: list[Encoded], batch_size: int = 16) -> dict:
+    """Rewards of every pair and the two metrics; ``rewards`` are kept for later analysis."""
+    rewards = score(rm, chosen + rejected, batch_size)
+    n = len(chosen)
+    rc, rr = rewards[:n].numpy(), rewards[n:].numpy()
+    return {"accuracy": accuracy(rc, rr), "margin": normalized_margin(rc, rr), "n": n,
+            "reward_chosen": rc.tolist(), "reward_rejected": rr.tolist()}
+
+
+def summarize(results: pd.DataFrame, by, value: str = "accuracy", over: str = "seed") -> pd.DataFrame:
+    """Mean and std over ``over`` (seeds) of ``value`` for each group ``by``; std is 0 for one seed."""
+    grouped = results.groupby(list(by))[value]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=0), "n_" + over: grouped.size()})
+

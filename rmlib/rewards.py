@@ -1,0 +1,260 @@
+"""The three reward-model types of the paper, as ``torch.nn.Module`` wrappers around a causal LM.
+
+* :class:`ExplicitRM` (EX-RM, Eq. 1):  r(x, y) = <u, h_{x,y}>, a linear head u over the hidden state of the
+  last real token. Variant ``"mean"`` ("all repr", Fig. 7): r = <u, |y|^-1 sum_k h_{x, y_<=k}>.
+* :class:`ImplicitRM` (IM-RM, Eq. 2):  r(x, y) = beta * (ln pi_theta(y|x) - ln pi_ref(y|x)), with
+  ln pi(y|x) = sum_k ln pi(y_k | x, y_<k) over response tokens. pi_ref is the initial model; its
+  log-probs are computed once per sequence (:meth:`ImplicitRM.cache_reference`) and cached, so no
+  second model is held in memory. Variant ``"no_ref"`` (Fig. 7): r = ln pi_theta(y|x) (no beta, no ref).
+* :class:`GenerativeRM` (EX-GRM, Appendix A, Eq. 7):  r(x, y) = pi_theta("Yes" | I[x, y]) with the
+  verification template of :data:`rmlib.formatting.GRM_TEMPLATE`.
+
+Every module's ``forward(batch, ref_logps=None)`` returns the raw per-sequence outputs (so that
+``accelerate``/DDP sees one forward per step); :meth:`loss` turns the outputs of a batch laid out as
+``[chosen_1..chosen_n, rejected_1..rejected_n]`` into the training loss and the two reward vectors.
+Rewards and log-probs are always accumulated in fp32, also when the model runs in bf16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .batching import Batch, collate
+from .formatting import ChatFormatter, Encoded, grm_prompt
+from .losses import bradley_terry_loss, generative_loss
+from .models import hidden_size
+
+RM_TYPES = ("ex", "im", "grm")
+VARIANTS = {"ex": ("last", "mean"), "im": ("ref", "no_ref"), "grm": ("yes",)}
+
+
+def backbone_hidden(lm, batch: Batch) -> torch.Tensor:
+    """Last-layer hidden states [N, T, D] of the LM's backbone (no logits are computed)."""
+    out = lm.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+def output_logits(lm, hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token logits in fp32 for selected hidden states [M, D] -> [M, V] (Gemma-2 soft-capping kept)."""
+    logits = lm.get_output_embeddings()(hidden).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def gather_logprobs(lm, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """ln pi(target | context) for M positions: logit[target] - logsumexp(logits), in chunks of positions.
+
+    Only [chunk, V] logits exist at a time in the forward pass; no full log_softmax over the vocabulary
+    is ever materialized (vocabularies reach 128k-262k)."""
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk):
+        logits = output_logits(lm, hidden[start:start + chunk])
+        target = targets[start:start + chunk]
+        pieces.append(logits.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
+    if not pieces:
+        return hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat(pieces)
+
+
+def response_token_logprobs(lm, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token ln pi(y_k | x, y_<k) of every response token, and the row each belongs to.
+
+    The token at position t is predicted from the hidden state at t-1."""
+    hidden = backbone_hidden(lm, batch)
+    targets_mask = batch.response_mask[:, 1:]
+    rows = torch.nonzero(targets_mask, as_tuple=True)[0]
+    token_logps = gather_logprobs(lm, hidden[:, :-1][targets_mask], batch.input_ids[:, 1:][targets_mask])
+    return token_logps, rows
+
+
+def sequence_logprobs(lm, batch: Batch) -> torch.Tensor:
+    """ln pi(y|x) = sum over response tokens, per sequence [N], fp32."""
+    token_logps, rows = response_token_logprobs(lm, batch)
+    return torch.zeros(len(batch), dtype=torch.float32, device=token_logps.device).index_add(0, rows, token_logps)
+
+
+class _RewardModel(nn.Module):
+    kind: str = ""
+
+    def __init__(self, lm, tokenizer, variant: str, max_length: int | None = None,
+                 use_chat_template: bool | None = None):
+        super().__init__()
+        if variant not in VARIANTS[self.kind]:
+            raise ValueError(f"unknown {self.kind} variant {variant!r}; accepted: {VARIANTS[self.kind]}")
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.variant = variant
+        self.formatter = ChatFormatter(tokenizer, use_chat_template=use_chat_template, max_length=max_length)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def encode(self, prompt: str, response: str) -> Encoded:
+        return self.formatter.encode(prompt, response)
+
+    def collate(self, sequences: list[Encoded], padding_side: str = "right") -> Batch:
+        return collate(sequences, self.pad_id, padding_side)
+
+    def rewards_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs
+
+    def loss(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Bradley-Terry loss (Eq. 3) over a [chosen..., rejected...] batch."""
+        n = outputs.shape[0] // 2
+        rewards = self.rewards_from_outputs(outputs)
+        return bradley_terry_loss(rewards[:n], rewards[n:]), rewards[:n], rewards[n:]
+
+    def needs_reference(self) -> bool:
+        return False
+
+
+class ExplicitRM(_RewardModel):
+    """EX-RM, Eq. 1: a linear head u in R^D (no bias, fp32) over the backbone's hidden states."""
+
+    kind = "ex"
+
+    def __init__(self, lm, tokenizer, variant: str = "last", seed: int = 0, **kwargs):
+        super().__init__(lm, tokenizer, variant, **kwargs)
+        self.head = nn.Linear(hidden_size(lm), 1, bias=False, dtype=torch.float32)
+        std = getattr(lm.config, "initializer_range", 0.02)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # as AutoModelForSequenceClassification's score head: N(0, std^2)
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * std)
+        self.head.to(self.device)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        """h_{x,y} [N, D] in fp32: last real token ("last") or mean over response tokens ("mean")."""
+        hidden = backbone_hidden(self.lm, batch)
+        if self.variant == "last":
+            return hidden[torch.arange(len(batch), device=hidden.device), batch.last_index].float()
+        mask = batch.response_mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1).float() / mask.sum(1).float())
+
+    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(batch)).squeeze(-1)
+
+
+class ImplicitRM(_RewardModel):
+    """IM-RM, Eq. 2: beta * (ln pi_theta(y|x) - ln pi_ref(y|x)); ``"no_ref"``: ln pi_theta(y|x)."""
+
+    kind = "im"
+
+    def __init__(self, lm, tokenizer, beta: float = 0.01, variant: str = "ref", **kwargs):
+        super().__init__(lm, tokenizer, variant, **kwargs)
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        self.beta = beta
+        self._reference: dict[Encoded, float] = {}
+        self.reference_frozen = False  # set once training starts: pi_ref must be the initial model
+
+    def needs_reference(self) -> bool:
+        return self.variant == "ref"
+
+    @torch.no_grad()
+    def cache_reference(self, sequences: list[Encoded], batch_size: int = 16) -> int:
+        """Compute ln pi_ref(y|x) once for every new sequence, with the current (initial) weights.
+
+        Sequences are sorted by length so batches carry little padding. Returns how many were computed."""
+        todo = sorted({s for s in sequences if s not in self._reference}, key=len)
+        if todo and self.reference_frozen:
+            raise RuntimeError(f"{len(todo)} sequences have no cached reference log-prob, and the model has "
+                               "already been trained: pass every evaluation set to cache_reference before "
+                               "training (rmlib.training.train does this for its eval_sets)")
+        was_training = self.lm.training
+        self.lm.eval()
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            logps = sequence_logprobs(self.lm, self.collate(chunk).to(self.device)).cpu().tolist()
+            self._reference.update(zip(chunk, logps))
+        self.lm.train(was_training)
+        return len(todo)
+
+    def reference_logps(self, sequences: list[Encoded]) -> torch.Tensor:
+        missing = sum(s not in self._reference for s in sequences)
+        if missing:
+            raise KeyError(f"{missing} sequences have no cached reference log-prob; call cache_reference first")
+        return torch.tensor([self._reference[s] for s in sequences], dtype=torch.float32)
+
+    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+        logps = sequence_logprobs(self.lm, batch)
+        if self.variant == "no_ref":
+            return logps
+        if ref_logps is None:
+            raise ValueError("ImplicitRM(variant='ref') needs ref_logps (see reference_logps)")
+        return self.beta * (logps - ref_logps.to(logps.device))
+
+
+class GenerativeRM(_RewardModel):
+    """EX-GRM (Appendix A): r = pi("Yes" | I[x,y]); loss Eq. 7: -ln P(Yes|I[x,y+]) - ln P(No|I[x,y-])."""
+
+    kind = "grm"
+
+    def __init__(self, lm, tokenizer, variant: str = "yes", **kwargs):
+        super().__init__(lm, tokenizer, variant, **kwargs)
+        self.yes_id = self._single_token("Yes")
+        self.no_id = self._single_token("No")
+
+    def _single_token(self, word: str) -> int:
+        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{word!r} is not a single token for this tokenizer: {ids}")
+        return ids[0]
+
+    def encode(self, prompt: str, response: str) -> Encoded:
+        return self.formatter.encode_prompt(grm_prompt(prompt, response))
+
+    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, 2]: ln P(Yes | I[x,y]) and ln P(No | I[x,y]) at the last real token."""
+        hidden = backbone_hidden(self.lm, batch)
+        last = hidden[torch.arange(len(batch), device=hidden.device), batch.last_index]
+        targets = torch.tensor([self.yes_id, self.no_id], device=hidden.device)
+        logits = output_logits(self.lm, last)
+        return logits[:, targets] - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+    def rewards_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs[:, 0].exp()
+
+    def loss(self, outputs: torch.Tensor):
+        n = outputs.shape[0] // 2
+        rewards = self.rewards_from_outputs(outputs)
+        return generative_loss(outputs[:n, 0], outputs[n:, 1]), rewards[:n], rewards[n:]
+
+
+def build_reward_model(rm_type: str, lm, tokenizer, variant: str | None = None, beta: float = 0.01,
+                       seed: int = 0, **kwargs) -> _RewardModel:
+    """``rm_type`` in ("ex", "im", "grm"); ``variant`` defaults to the paper's standard one."""
+    if rm_type not in RM_TYPES:
+        raise ValueError(f"unknown rm_type {rm_type!r}; accepted: {RM_TYPES}")
+    variant = variant or VARIANTS[rm_type][0]
+    if rm_type == "ex":
+        return ExplicitRM(lm, tokenizer, variant=variant, seed=seed, **kwargs)
+    if rm_type == "im":
+        return ImplicitRM(lm, tokenizer, beta=beta, variant=variant, **kwargs)
+    return GenerativeRM(lm, tokenizer, variant=variant, **kwargs)
+
+
+@torch.no_grad()
+def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> torch.Tensor:
+    """Rewards of many sequences (eval mode, length-sorted batches), returned in the input order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    rewards = torch.empty(len(sequences), dtype=torch.float32)
+    was_training = rm.training
+    rm.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        chunk = [sequences[i] for i in idx]
+        ref = rm.reference_logps(chunk) if rm.needs_reference() else None
+        out = rm(rm.collate(chunk).to(rm.device), ref)
+        rewards[idx] = rm.rewards_from_outputs(out).float().cpu()
+    rm.train(was_training)
+    return rewards
+
