@@ -82,3 +82,20 @@ def rewards_table(run: dict) -> pd.DataFrame:
     frames = [pd.DataFrame({"eval_set": name, "index": range(ev["n"]), "reward_chosen": ev["reward_chosen"],
                             "reward_rejected": ev["reward_rejected"]}) for name, ev in run["evals"].items()]
     return pd.concat(frames, ignore_index=True)
+
+
+def write_summary(results_dir: str | Path, notebook: str, rows: list[dict], profile: str | None = None) -> Path:
+    """Key numbers of one executed notebook, for the book's results overview.
+
+    ``rows``: dicts with ``quantity`` (what was measured), ``value`` (the number from this run) and
+    optionally ``paper`` (the paper's figure, as text) and ``note``."""
+    for row in rows:
+        if "quantity" not in row or "value" not in row:
+            raise ValueError(f"summary row needs 'quantity' and 'value': {row}")
+    path = Path(results_dir) / "summaries" / f"{notebook}.json"
+    write_json_atomic(path, {"notebook": notebook, "profile": profile, "rows": rows})
+    return path
+
+
+def read_summaries(results_dir: str | Path) -> list[dict]:
+    return [load_run(p) for p in sorted((Path(results_dir) / "summaries").glob("*.json"))]
