@@ -244,7 +244,14 @@ def build_reward_model(rm_type: str, lm, tokenizer, variant: str | None = None, 
 
 @torch.no_grad()
 def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> torch.Tensor:
-    """Rewards of many sequences (eval mode, length-sorted batches), returned in the input order."""
+    """Rewards of many sequences (eval mode, length-sorted batches), returned in the input order.
+
+    A sequence that occurs several times (e.g. evaluation sets of all chosen x rejected combinations)
+    is computed once and its reward repeated."""
+    unique = list(dict.fromkeys(sequences))
+    if len(unique) < len(sequences):
+        position = {s: i for i, s in enumerate(unique)}
+        return score(rm, unique, batch_size)[[position[s] for s in sequences]]
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     rewards = torch.empty(len(sequences), dtype=torch.float32)
     was_training = rm.training
