@@ -216,3 +216,16 @@ def test_real_smollm2(smollm2, tmp_path):
     scrambled = rm.encode("What is the capital of France?", "Paris France capital the is of The.")
     rm.cache_reference([fluent, scrambled])
     assert float(rm.reference_logps([fluent])[0]) > float(rm.reference_logps([scrambled])[0]) + 5
+
+
+def test_dated_chat_template_is_deterministic(fresh_tiny):
+    """Llama-3.x templates print today's date unless date_string is given; rmlib always gives it."""
+    _, tok = fresh_tiny
+    tok.chat_template = (
+        '{%- if not date_string is defined %}{%- set date_string = strftime_now("%d %b %Y") %}{%- endif %}'
+        '<|im_start|>system\nToday Date: {{ date_string }}<|im_end|>\n'
+        '{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}'
+        '{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}')
+    enc = ChatFormatter(tok).encode("Hi", "Hello")
+    assert "Today Date: 26 Jul 2024" in tok.decode(enc.input_ids)
+    assert tok.decode(enc.response_ids) == "Hello<|im_end|>"
