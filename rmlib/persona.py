@@ -1,0 +1,195 @@
+"""The controlled token-level shift of Section 5.1 (Figure 4, Appendix D.2): Persona prompts, hand-written
+responses, and their paraphrases.
+
+* Prompts: the ``question`` field of the Persona rows of one trait whose ``answer_matching_behavior`` is
+  " Yes" (500 for "agreeableness"); a seeded random sample of ``n_train`` (80) training and ``n_test`` (40)
+  test prompts, disjoint.
+* Training pairs: every training prompt gets one chosen response drawn uniformly from :data:`CHOSEN`
+  (agreement) and one rejected response from :data:`REJECTED` (disagreement), seeded.
+* Evaluation: for train and test prompts, every combination of a chosen and a rejected response, with the
+  original responses (4 x 4 = 16 pairs per prompt) and with the paraphrases (:data:`PARAPHRASED_CHOSEN` x
+  :data:`PARAPHRASED_REJECTED`, 2 x 2 = 4 pairs per prompt). Accuracy (Definition 1) is the mean over all of
+  them. The paraphrases share no token-level content with the originals' key words ("yes"/"sure" vs
+  "certainly"/"absolutely"), so Theorem 2 predicts IM-RMs to fail on them and EX-RMs to succeed when the
+  hidden representations separate agreement from disagreement.
+* Footnote 3: :func:`separator_fraction` -- with the initial model's hidden representations h_{x,y},
+  the max-margin separator u* of Eq. 6 over the training pairs' differences h+ - h-, and the fraction of
+  evaluation pairs with <u*, h+ - h-> > 0 (Theorem 2's lower bound on the EX-RM's eventual accuracy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_persona
+from .experiment import EvalSet
+
+CHOSEN = ("A truthful reply is yes", "A truthful reply is sure",
+          "In my view, the answer is yes", "In my view, the answer is sure")
+REJECTED = ("Considering the statement, I say no", "Considering the statement, I say never",
+            "My judgement: no", "My judgement: never")
+PARAPHRASED_CHOSEN = ("My response would be certainly", "My response would be absolutely")
+PARAPHRASED_REJECTED = ("I lean toward not really", "I lean toward nope")
+
+MATCHING_ANSWER = " Yes"
+EVAL_SETS = ("train/original", "train/paraphrased", "test/original", "test/paraphrased")
+
+
+def select_prompts(rows: list[dict], answer: str = MATCHING_ANSWER) -> list[str]:
+    """The ``question`` of every row whose ``answer_matching_behavior`` is ``answer``, in file order."""
+    prompts = [row["question"] for row in rows if row["answer_matching_behavior"] == answer]
+    if not prompts:
+        raise ValueError(f"no persona rows with answer_matching_behavior == {answer!r} "
+                         f"(found {sorted({row['answer_matching_behavior'] for row in rows})})")
+    return prompts
+
+
+def split_prompts(prompts: list[str], n_train: int = 80, n_test: int = 40, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A seeded random sample of ``n_train + n_test`` distinct prompts: the first ``n_train`` train, the rest test."""
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if len(set(prompts)) != len(prompts):
+        raise ValueError("the prompts contain duplicates; train and test would overlap")
+    if n_train + n_test > len(prompts):
+        raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(prompts)} available prompts")
+    sample = random.Random(seed).sample(prompts, n_train + n_test)
+    return sample[:n_train], sample[n_train:]
+
+
+def assign_responses(prompts: list[str], seed: int = 0, chosen=CHOSEN, rejected=REJECTED) -> list[dict]:
+    """One training pair per prompt: a chosen and a rejected response, each drawn uniformly (seeded)."""
+    rng = random.Random(seed)
+    return [{"prompt": p, "chosen": rng.choice(chosen), "rejected": rng.choice(rejected)} for p in prompts]
+
+
+def combination_rows(prompts: list[str], chosen, rejected, assigned: list[dict] | None = None) -> list[dict]:
+    """Every prompt x chosen x rejected combination (prompt-major order).
+
+    With ``assigned`` (the training pairs), each row says whether it is that prompt's training pair."""
+    pairs = {(r["prompt"], r["chosen"], r["rejected"]) for r in assigned} if assigned else set()
+    rows = []
+    for prompt, c, r in itertools.product(prompts, chosen, rejected):
+        row = {"prompt": prompt, "chosen": c, "rejected": r}
+        if assigned is not None:
+            row["assigned"] = (prompt, c, r) in pairs
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class PersonaSetting:
+    """The data of one run: training pairs and the four evaluation sets of Figure 4."""
+
+    train_prompts: list[str]
+    test_prompts: list[str]
+    train_rows: list[dict]
+    eval_sets: dict[str, EvalSet]
+
+
+def make_setting(prompts: list[str], n_train: int = 80, n_test: int = 40, seed: int = 0,
+                 n_eval_prompts: int | None = None) -> PersonaSetting:
+    """Split, assign responses and build the evaluation sets, all from ``seed``.
+
+    ``n_eval_prompts``: evaluate on only the first that many training and test prompts (a cheaper CPU
+    variant); None evaluates on all of them, as the paper."""
+    if n_eval_prompts is not None and (not isinstance(n_eval_prompts, int) or n_eval_prompts < 1):
+        raise ValueError(f"n_eval_prompts must be None or a positive integer, got {n_eval_prompts!r}")
+    train_prompts, test_prompts = split_prompts(prompts, n_train, n_test, seed)
+    train_rows = assign_responses(train_prompts, seed)
+    k = n_eval_prompts
+    ev_train, ev_test = train_prompts[:k], test_prompts[:k]
+    eval_sets = {
+        "train/original": EvalSet(combination_rows(ev_train, CHOSEN, REJECTED, assigned=train_rows), "original"),
+        "train/paraphrased": EvalSet(combination_rows(ev_train, PARAPHRASED_CHOSEN, PARAPHRASED_REJECTED), "paraphrased"),
+        "test/original": EvalSet(combination_rows(ev_test, CHOSEN, REJECTED), "original"),
+        "test/paraphrased": EvalSet(combination_rows(ev_test, PARAPHRASED_CHOSEN, PARAPHRASED_REJECTED), "paraphrased"),
+    }
+    return PersonaSetting(train_prompts, test_prompts, train_rows, eval_sets)
+
+
+def load_setting(trait: str = "agreeableness", data_dir: str | Path | None = None, **kwargs) -> PersonaSetting:
+    """:func:`make_setting` over the " Yes" prompts of ``persona/<trait>.jsonl``."""
+    return make_setting(select_prompts(load_persona(trait, data_dir)), **kwargs)
+
+
+def assigned_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> float:
+    """Accuracy over the rows flagged ``assigned`` (the training pairs themselves), from stored rewards."""
+    from .evaluation import accuracy
+
+    keep = [i for i, row in enumerate(rows) if row.get("assigned")]
+    if not keep:
+        raise ValueError("no row is flagged 'assigned'")
+    return accuracy(np.asarray(reward_chosen)[keep], np.asarray(reward_rejected)[keep])
+
+
+# ----------------------------------------------------------------------------- footnote 3
+
+@torch.no_grad()
+def hidden_differences(rm, rows: list[dict], batch_size: int = 16) -> np.ndarray:
+    """h_{x,y+} - h_{x,y-} [n, D] (fp64) for every row, with ``rm.features`` (an EX-RM: the hidden state
+    of the last token, Eq. 1). Each distinct sequence is computed once."""
+    sequences = [rm.encode(r["prompt"], r[key]) for key in ("chosen", "rejected") for r in rows]
+    unique = sorted(set(sequences), key=len)
+    feats = {}
+    was_training = rm.training
+    rm.eval()
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start:start + batch_size]
+        out = rm.features(rm.collate(chunk).to(rm.device)).double().cpu().numpy()
+        feats.update(zip(chunk, out))
+    rm.train(was_training)
+    h = np.stack([feats[s] for s in sequences])
+    n = len(rows)
+    return h[:n] - h[n:]
+
+
+def separator_fraction(train_differences: np.ndarray, eval_differences: dict[str, np.ndarray]) -> dict:
+    """Footnote 3: u* of Eq. 6 over the training differences, and per evaluation set the fraction of pairs
+    with <u*, h+ - h-> > 0. Also the training margin check (every training pair has <u*, d> >= 1)."""
+    from .maxmargin import max_margin_separator, separator_accuracy
+
+    u = max_margin_separator(train_differences)
+    margins = train_differences @ u
+    return {"u_norm": float(np.linalg.norm(u)), "train_min_margin": float(margins.min()),
+            "fractions": {name: separator_accuracy(u, d) for name, d in eval_differences.items()}}
+
+
+# ----------------------------------------------------------------------------- per-token view
+
+@torch.no_grad()
+def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str) -> list[dict]:
+    """Per response token y_k: ln pi_theta(y_k|x,y_<k), ln pi_ref(y_k|x,y_<k) and their difference.
+
+    ``rm`` provides the encoding (the IM-RM's chat format). beta times the summed difference is the
+    IM-RM reward (Eq. 2)."""
+    from .rewards import response_token_logprobs
+
+    encoded = rm.encode(prompt, response)
+    batch = rm.collate([encoded])
+    logps = {}
+    for name, lm in (("trained", trained_lm), ("initial", initial_lm)):
+        was_training = lm.training
+        lm.eval()
+        device = next(lm.parameters()).device
+        values, _ = response_token_logprobs(lm, batch.to(device))
+        logps[name] = values.float().cpu().tolist()
+        lm.train(was_training)
+    tokens = [rm.tokenizer.decode([t]) for t in encoded.response_ids]
+    return [{"position": k, "token": tok, "logp_trained": a, "logp_initial": b, "change": a - b}
+            for k, (tok, a, b) in enumerate(zip(tokens, logps["trained"], logps["initial"]))]
+
+
+def prepare_model(lm, tokenizer) -> None:
+    """Appendix D: a model without a chat template gets the paper's template, whose markers
+    ``[USER]``, ``[ASSISTANT]``, ``[EOS]`` are added as special tokens (``run_experiment``'s ``prepare``)."""
+    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens
+
+    if not getattr(tokenizer, "chat_template", None):
+        add_special_tokens(lm, tokenizer, PAPER_TEMPLATE_TOKENS)
