@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 
-.PHONY: venv test book clean
+.PHONY: venv test book browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv browser
 	$(PY) -m pytest -q -ra
 
 book: venv
 	$(PY) tools/build_book.py --profile $(PROFILE)
+
+# Debian's chromium for the book's browser test (playwright cannot download its own browser here).
+# If it cannot be installed (no root, no apt), the browser checks are skipped, saying so.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
+		|| echo "could not install chromium: the browser tests in tests/test_book.py will be skipped"
 
 clean:
 	rm -rf _build

@@ -1,0 +1,273 @@
+"""The book: papermill execution (skip, stop on failure), the smoke build, and the site in headless Chromium.
+
+The browser part opens every page of the ``smoke`` build both served over http://127.0.0.1 and from
+file:// in Debian's chromium (``make browser`` installs it; playwright cannot download browsers here),
+with every request to another host blocked and recorded. It checks that nothing fails to load, nothing
+is logged as an error, math is typeset, every widget renders, and the rho explorer on the dynamics page
+responds to selection and hover. Screenshots go to ``_build/smoke/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import html as html_lib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_book  # noqa: E402
+import vendor_js  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+WAIT_MS = 60_000  # generous upper bound for a page to settle on a busy 2-core machine (not a timing test)
+
+
+# ---------------------------------------------------------------------------------------------------
+# execution machinery, on tiny notebooks of our own (no model, a few seconds each)
+
+def _write_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"),
+                nbformat.v4.new_code_cell('profile = "cpu"\nresults_dir = "results"\nx = 1',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+def _setup(tmp_path: Path, bodies: dict[str, str]):
+    notebooks, params = tmp_path / "notebooks", tmp_path / "params"
+    notebooks.mkdir()
+    for stem, body in bodies.items():
+        _write_notebook(notebooks / f"{stem}.ipynb", body)
+        (params / stem).mkdir(parents=True)
+        (params / stem / "smoke.yaml").write_text("profile: smoke\nx: 2\n")
+    return notebooks, params, build_book.Layout(tmp_path / "_build", "smoke")
+
+
+def test_failing_cell_stops_the_build_and_keeps_earlier_notebooks(tmp_path):
+    notebooks, params, layout = _setup(tmp_path, {"01_ok": "print('x is', x)", "02_bad": "x / 0",
+                                                  "03_later": "print('later')"})
+    run = functools.partial(build_book.execute_notebooks, build_book.find_notebooks(notebooks), params,
+                            layout, "smoke")
+    with pytest.raises(build_book.BuildError) as failure:
+        run()
+    message = str(failure.value)
+    assert "02_bad.ipynb" in message and "In [3]" in message and "`x / 0`" in message
+    assert "ZeroDivisionError" in message
+    assert layout.stamp("01_ok").exists() and not layout.stamp("02_bad").exists()
+    assert not (layout.executed / "03_later.ipynb").exists()
+    ok = nbformat.read(layout.executed / "01_ok.ipynb", as_version=4)
+    assert "x is 2" in ok.cells[-1].outputs[0]["text"]  # the profile's value reached the notebook
+    assert any("results_dir" in c.source and layout.results.name in c.source for c in ok.cells
+               if "injected-parameters" in c.metadata.get("tags", []))
+
+    _write_notebook(notebooks / "02_bad.ipynb", "print(x / 2)")  # fixed: only 02 and 03 run now
+    assert [r["reused"] for r in run()] == [True, False, False]
+    assert [r["reused"] for r in run()] == [True, True, True]
+    (params / "03_later" / "smoke.yaml").write_text("profile: smoke\nx: 3\n")  # a parameter changed
+    assert [r["reused"] for r in run()] == [True, True, False]
+
+
+def test_missing_parameter_file_is_named(tmp_path):
+    notebooks, params, layout = _setup(tmp_path, {"01_ok": "pass"})
+    with pytest.raises(build_book.BuildError, match=r"params/01_ok/paper\.yaml is missing|01_ok/paper.yaml"):
+        build_book.execute_notebooks(build_book.find_notebooks(notebooks), params, layout, "paper")
+
+
+def test_results_page_is_generated_from_summaries(tmp_path):
+    layout = build_book.Layout(tmp_path, "cpu")
+    (layout.results / "summaries").mkdir(parents=True)
+    (layout.results / "summaries" / "01_a.json").write_text(json.dumps(
+        {"notebook": "01_a", "profile": "cpu", "rows": [
+            {"quantity": "IM-RM test accuracy", "value": 0.98765, "paper": "0.99", "note": "mean of 3 seeds"}]}))
+    records = [{"stem": "01_a", "seconds": 60.0, "finished": "now"},
+               {"stem": "02_b", "seconds": 30.0, "finished": "now"}]
+    page = build_book.results_page(records, layout, "cpu")
+    assert "| IM-RM test accuracy | 0.988 | 0.99 | mean of 3 seeds |" in page
+    assert "02_b.json` is missing" in page  # a notebook without a summary is said so, not skipped silently
+
+
+# ---------------------------------------------------------------------------------------------------
+# the smoke build of the real notebooks
+
+NOTEBOOKS = build_book.find_notebooks(ROOT / "notebooks")
+
+
+@pytest.fixture(scope="module")
+def site() -> Path:
+    if not NOTEBOOKS:
+        pytest.skip("no notebooks/NN_*.ipynb yet")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "smoke"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"PROFILE=smoke book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    layout = build_book.Layout(ROOT / "_build", "smoke")
+    assert (layout.html / "index.html").exists()
+    return layout.html
+
+
+def test_site_has_every_notebook_in_order_and_the_generated_pages(site):
+    stems = [p.stem for p in NOTEBOOKS]
+    for page in stems + ["intro", "results", "rerun"]:
+        assert (site / f"{page}.html").exists(), f"{page}.html missing from the site"
+    sidebar = (site / "intro.html").read_text(encoding="utf-8")
+    positions = [sidebar.find(f'href="{page}.html"') for page in stems + ["results", "rerun"]]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), "navigation out of book order"
+
+    results = (site / "results.html").read_text(encoding="utf-8")
+    for summary in sorted((ROOT / "_build" / "smoke" / "results" / "summaries").glob("*.json")):
+        for row in json.loads(summary.read_text())["rows"]:
+            assert html_lib.escape(str(row["quantity"]), quote=False) in results, \
+                f"{summary.stem}: {row['quantity']!r} missing from the results overview"
+    rerun = (site / "rerun.html").read_text(encoding="utf-8")
+    for stem in stems:
+        assert f"papermill notebooks/{stem}.ipynb" in rerun
+
+
+def test_no_page_references_a_cdn(site):
+    assert vendor_js.cdn_urls(site) == {}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the site in headless Chromium
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} and could not be installed "
+                    "(`make browser` runs apt-get install chromium); browser checks skipped")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Visit:
+    """A page opened in a fresh browser context; records every problem while it loads and settles."""
+
+    def __init__(self, browser, url: str):
+        self.problems: list[str] = []
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"uncaught exception: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed request: {r.url} ({r.failure})"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        self.page.goto(url, wait_until="load")
+        self._settle()
+
+    def _route(self, route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("http:", "https:")) and host != "127.0.0.1":
+            self.problems.append(f"request to another host (blocked): {route.request.url}")
+            return route.abort()
+        return route.continue_()
+
+    def _settle(self):
+        # every embedded widget view is rendered (the html-manager inserts a filled .widget-subarea before it)
+        self.page.wait_for_function(
+            """() => Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
+                     .every(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
+                                 && s.previousElementSibling.childElementCount > 0)""", timeout=WAIT_MS)
+        # every math element is typeset by MathJax
+        self.page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
+            timeout=WAIT_MS)
+        self.page.evaluate("() => document.fonts.ready.then(() => true)")  # fonts (MathJax's, the theme's) loaded
+        self.problems += [f"MathJax error: {t}" for t in self.page.locator("mjx-merror").all_inner_texts()]
+        broken = self.page.evaluate(
+            "() => Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)")
+        self.problems += [f"broken image: {src}" for src in broken]
+
+    def close(self):
+        self.context.close()
+
+
+def _pages(site: Path) -> list[str]:
+    return sorted(p.name for p in site.glob("*.html"))
+
+
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_every_page_loads_offline_without_errors(site, server, browser, scheme):
+    shots = site.parents[2] / "screenshots"
+    shots.mkdir(exist_ok=True)
+    problems, math_pages = {}, 0
+    for name in _pages(site):
+        url = f"{server}/{name}" if scheme == "http" else (site / name).as_uri()
+        visit = Visit(browser, url)
+        try:
+            math_pages += visit.page.locator("mjx-container").count() > 0
+            if scheme == "file":
+                visit.page.screenshot(path=str(shots / f"{Path(name).stem}.png"), full_page=True)
+        finally:
+            visit.close()
+        if visit.problems:
+            problems[name] = visit.problems
+    assert not problems, json.dumps(problems, indent=1)
+    assert math_pages >= 1  # the introduction has display math
+
+
+def test_rho_explorer_responds(site, browser):
+    dynamics = sorted(site.glob("*_learning_dynamics.html"))
+    if not dynamics:
+        if list((ROOT / "notebooks").glob("*_learning_dynamics.ipynb")):
+            pytest.fail("the dynamics notebook exists but its page is not in the site")
+        pytest.skip("notebooks/02_learning_dynamics.ipynb not written yet")
+    visit = Visit(browser, dynamics[0].as_uri())
+    try:
+        page = visit.page
+        page.wait_for_selector("select.rho-pair", timeout=WAIT_MS)
+        explorer = page.locator(".widget-subarea", has=page.locator("select.rho-pair")).first
+        select = explorer.locator("select.rho-pair").first
+        options = select.locator("option").evaluate_all("os => os.map(o => o.value)")
+        assert len(options) >= 2, "the rho explorer offers fewer than two pairs"
+
+        def heatmap():
+            return explorer.locator(".rho-cell").evaluate_all("cs => cs.map(c => c.outerHTML)")
+        before = heatmap()
+        assert before, "no .rho-cell in the rho explorer"
+        current = select.input_value()
+        select.select_option(next(v for v in options if v != current))
+        page.wait_for_function("([el, old]) => Array.from(el.querySelectorAll('.rho-cell'))"
+                               ".map(c => c.outerHTML).join('') !== old", arg=[explorer.element_handle(), "".join(before)],
+                               timeout=WAIT_MS)
+        assert heatmap() != before
+
+        assert explorer.locator(".rho-token-active").count() == 0
+        explorer.locator(".rho-cell").first.hover()
+        page.wait_for_selector(".rho-token-active", timeout=WAIT_MS)
+        assert explorer.locator(".rho-token-active").count() >= 2, "hovering a cell should highlight its two tokens"
+        assert not visit.problems, visit.problems
+    finally:
+        visit.close()

@@ -1,0 +1,326 @@
+"""`make book`: execute every numbered notebook with papermill, then build the offline jupyter-book site.
+
+    .venv/bin/python tools/build_book.py --profile cpu      # or smoke (CI, minutes) / paper (GPU servers)
+
+Steps, for a profile P (all output under ``_build/P/``, which git ignores):
+
+1. Execute ``notebooks/NN_*.ipynb`` in order, each like
+   ``papermill notebooks/NN.ipynb _build/P/executed/NN.ipynb -f params/NN/P.yaml -p results_dir _build/P/results``
+   with the repository root as working directory. A notebook whose source, parameter file and rmlib
+   source are unchanged since its last successful run (``_build/P/executed/NN.stamp.json``) is skipped.
+   A failing cell stops the build with a message naming the notebook and the cell; notebooks already
+   executed are kept.
+2. Assemble the book's source in ``_build/P/src``: book/*.md, the executed notebooks, a generated
+   results overview (from ``_build/P/results/summaries/*.json``, written by each notebook) and a generated
+   table of contents, then ``jupyter-book build`` it with execution off and warnings as errors.
+3. Vendor require.js, the ipywidgets html-manager, MathJax and anywidget into the site (tools/vendor_js.py)
+   and check that no built page references a CDN, so the site works offline and from file://.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import vendor_js  # noqa: E402
+
+PROFILES = ("smoke", "cpu", "paper")
+NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+BOOK_PAGES = ("intro.md", "rerun.md")  # committed pages, in book/
+
+
+class BuildError(RuntimeError):
+    """A step of the book build failed; the message says which and what to do."""
+
+
+def rel(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def sha256_files(paths) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(rel(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def rmlib_hash(root: Path = ROOT) -> str:
+    """Hash of every source file of rmlib (code, widget front-ends), committed or not."""
+    files = sorted(p for p in (root / "rmlib").rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"})
+    return sha256_files(files)
+
+
+def find_notebooks(notebooks_dir: Path) -> list[Path]:
+    return sorted(p for p in notebooks_dir.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+
+
+def params_file(params_dir: Path, stem: str, profile: str) -> Path:
+    path = params_dir / stem / f"{profile}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (params_dir / stem).glob("*.yaml"))
+        raise BuildError(f"notebook {stem}: parameter file {rel(path)} is missing "
+                         f"(profiles available for it: {available or 'none'})")
+    return path
+
+
+class Layout:
+    """Where everything of one profile's build lives."""
+
+    def __init__(self, build_dir: Path, profile: str):
+        self.base = build_dir / profile
+        self.executed = self.base / "executed"
+        self.results = self.base / "results"
+        self.src = self.base / "src"
+        self.book = self.base / "book"
+        self.html = self.book / "_build" / "html"
+        self.vendor_cache = build_dir / "vendor"
+
+    def stamp(self, stem: str) -> Path:
+        return self.executed / f"{stem}.stamp.json"
+
+
+def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, profile: str,
+                      force: bool = False) -> list[dict]:
+    """Run each notebook with papermill (skipping unchanged ones); returns one record per notebook."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    layout.executed.mkdir(parents=True, exist_ok=True)
+    lib_hash = rmlib_hash()
+    records = []
+    for i, notebook in enumerate(notebooks, 1):
+        stem = notebook.stem
+        pfile = params_file(params_dir, stem, profile)
+        output = layout.executed / f"{stem}.ipynb"
+        stamp_path = layout.stamp(stem)
+        summary = layout.results / "summaries" / f"{stem}.json"
+        key = {"profile": profile, "notebook": sha256_files([notebook]), "params": sha256_files([pfile]),
+               "rmlib": lib_hash}
+        previous = json.loads(stamp_path.read_text()) if stamp_path.exists() else None
+        header = f"[{i}/{len(notebooks)}] {stem} ({profile})"
+        if (not force and previous and output.exists() and previous.get("key") == key
+                and (not previous.get("summary") or summary.exists())):
+            print(f"{header}: unchanged since its run of {previous['finished']} "
+                  f"({previous['seconds']:.0f} s), skipped", flush=True)
+            records.append({**previous, "stem": stem, "reused": True})
+            continue
+
+        parameters = yaml.safe_load(pfile.read_text(encoding="utf-8")) or {}
+        if not isinstance(parameters, dict):
+            raise BuildError(f"notebook {stem}: {rel(pfile)} must hold a mapping of parameter names to values")
+        parameters["results_dir"] = rel(layout.results)
+        print(f"{header}: running papermill {rel(notebook)} -> {rel(output)} -f {rel(pfile)} "
+              f"-p results_dir {rel(layout.results)}", flush=True)
+        stamp_path.unlink(missing_ok=True)
+        start = time.monotonic()
+        try:
+            papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(ROOT),
+                                       progress_bar=sys.stderr.isatty(), log_output=False)
+        except PapermillExecutionError as err:
+            first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
+            raise BuildError(
+                f"notebook {rel(notebook)} failed (profile {profile}) in cell In [{err.exec_count}] "
+                f"(cell {err.cell_index + 1} of the executed copy, starting `{first_line[:80]}`): "
+                f"{err.ename}: {err.evalue}\n"
+                f"  the executed copy with the full traceback: {rel(output)}\n"
+                f"  notebooks executed before it are kept; fix it and run the build again to continue"
+            ) from None
+        except Exception as err:  # kernel died, timeout, unreadable notebook, ...
+            raise BuildError(f"notebook {rel(notebook)} failed (profile {profile}): "
+                             f"{type(err).__name__}: {err}\n  partial output (if any): {rel(output)}") from err
+        seconds = time.monotonic() - start
+        record = {"key": key, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "summary": summary.exists()}
+        stamp_path.write_text(json.dumps(record, indent=1))
+        print(f"{header}: done in {seconds:.1f} s", flush=True)
+        records.append({**record, "stem": stem, "reused": False})
+    return records
+
+
+def notebook_title(path: Path) -> str:
+    """The first markdown heading of a notebook (its page title in the book)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return path.stem
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        text = f"{value:.3g}"
+    elif value is None:
+        text = "–"
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ") or "–"
+
+
+def results_page(records: list[dict], layout: Layout, profile: str) -> str:
+    """The results overview, generated from the summaries the notebooks wrote during this profile's run."""
+    lines = ["# Results overview", "",
+             f"Key numbers of each notebook as executed for this build (profile `{profile}`), read from "
+             f"`{rel(layout.results)}/summaries/*.json`, which every notebook writes at its end with "
+             "`rmlib.results.write_summary`. The column *paper* is the paper's corresponding figure; "
+             "each notebook's page discusses the comparison.", ""]
+    if profile == "smoke":
+        lines += ["```{warning}", "This is a `smoke` build: tiny random models and a handful of examples, "
+                  "meant to test the machinery. Its numbers say nothing about the paper's claims.", "```", ""]
+    for record in records:
+        stem = record["stem"]
+        path = layout.results / "summaries" / f"{stem}.json"
+        lines += [f"## {{doc}}`{stem}`", ""]
+        if not path.exists():
+            lines += [f"*This notebook wrote no summary (`{rel(path)}` is missing).*", ""]
+            continue
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("profile") not in (None, profile):
+            lines += [f"*Summary written by a `{summary['profile']}` run.*", ""]
+        lines += ["| quantity | this run | paper | note |", "|---|---|---|---|"]
+        lines += [f"| {_cell(row['quantity'])} | {_cell(row['value'])} | {_cell(row.get('paper'))} | "
+                  f"{_cell(row.get('note'))} |" for row in summary["rows"]]
+        lines.append("")
+    lines += ["## Execution times", "",
+              "| notebook | seconds | executed |", "|---|---|---|"]
+    lines += [f"| {r['stem']} | {r['seconds']:.0f} | {r['finished']} |" for r in records]
+    total = sum(r["seconds"] for r in records)
+    lines += ["", f"Total execution time: {total / 60:.1f} min on the machine that built this page.", ""]
+    return "\n".join(lines)
+
+
+def papermill_commands(stems: list[str], layout: Layout, profile: str) -> str:
+    """The exact command that executed each notebook of this build (for the re-run page)."""
+    lines = [f"```bash"]
+    for stem in stems:
+        lines += [f".venv/bin/papermill notebooks/{stem}.ipynb {rel(layout.executed)}/{stem}.ipynb \\",
+                  f"    -f params/{stem}/{profile}.yaml -p results_dir {rel(layout.results)} --cwd ."]
+    lines += ["```", "", f"This book was built with the `{profile}` profile; for another profile replace "
+              f"`{profile}` by `smoke`, `cpu` or `paper` in both the parameter file and the output folders."]
+    return "\n".join(lines)
+
+
+DOC_ROLE = re.compile(r"\{doc\}`(?:([^`<]*?)\s*<)?([^`>]+)>?`")
+
+
+def _drop_missing_links(text: str, docs: set[str]) -> tuple[str, list[str]]:
+    """Replace {doc} links to pages not in this build (a notebook not yet written) by plain text."""
+    missing = []
+
+    def repl(match):
+        label, target = match.group(1), match.group(2).strip()
+        if target in docs:
+            return match.group(0)
+        missing.append(target)
+        return label or target
+    return DOC_ROLE.sub(repl, text), missing
+
+
+def assemble_source(records: list[dict], layout: Layout, profile: str, book_dir: Path) -> None:
+    """Write the book's source folder: pages, executed notebooks, results overview, _toc.yml, _config.yml."""
+    if layout.src.exists():
+        shutil.rmtree(layout.src)
+    layout.src.mkdir(parents=True)
+    stems = [r["stem"] for r in records]
+    docs = set(stems) | {"intro", "rerun", "results"}
+    for page in BOOK_PAGES:
+        text, missing = _drop_missing_links((book_dir / page).read_text(encoding="utf-8"), docs)
+        for target in missing:
+            print(f"  note: {page} links to {target}, which is not in this build; shown as plain text")
+        if page == "rerun.md":
+            text = text.replace("<!-- papermill-commands -->", papermill_commands(stems, layout, profile))
+        (layout.src / page).write_text(text, encoding="utf-8")
+    for stem in stems:
+        shutil.copy2(layout.executed / f"{stem}.ipynb", layout.src / f"{stem}.ipynb")
+    (layout.src / "results.md").write_text(results_page(records, layout, profile), encoding="utf-8")
+    toc = {"format": "jb-book", "root": "intro",
+           "chapters": [{"file": s} for s in stems] + [{"file": "results"}, {"file": "rerun"}]}
+    (layout.src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    config = yaml.safe_load((book_dir / "_config.yml").read_text(encoding="utf-8"))
+    config["title"] = f"{config['title']} ({profile})" if profile != "cpu" else config["title"]
+    (layout.src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def build_site(layout: Layout) -> None:
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(layout.src), "--path-output",
+               str(layout.book), "--builder", "html", "--all", "-W", "-n", "--keep-going", "-q"]
+    print("building the site: " + " ".join(rel(Path(c)) if c.startswith("/") else c for c in command),
+          flush=True)
+    shutil.rmtree(layout.book, ignore_errors=True)  # no stale pages from an earlier build
+    # vendored first, so that Sphinx finds the files and stamps their URLs with checksums (?v=...)
+    vendor_js.install(layout.html, layout.vendor_cache)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise BuildError(f"jupyter-book build failed (warnings are errors):\n{output[-6000:]}")
+    remote = vendor_js.cdn_urls(layout.html)
+    if remote:
+        listing = "\n".join(f"  {page}: {', '.join(urls)}" for page, urls in remote.items())
+        raise BuildError(f"the built pages still reference remote scripts or CDNs (the site must work offline):\n"
+                         f"{listing}")
+
+
+def build(profile: str, force: bool = False, notebooks_dir: Path = ROOT / "notebooks",
+          params_dir: Path = ROOT / "params", build_dir: Path = ROOT / "_build",
+          book_dir: Path = ROOT / "book") -> Path:
+    """Execute and build; returns the site's index.html."""
+    layout = Layout(build_dir, profile)
+    layout.base.mkdir(parents=True, exist_ok=True)
+    with open(layout.base / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another build of profile {profile} is running; waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.monotonic()
+        notebooks = find_notebooks(notebooks_dir)
+        if not notebooks:
+            raise BuildError(f"no notebooks named NN_name.ipynb in {rel(notebooks_dir)}")
+        print(f"book ({profile}): {len(notebooks)} notebooks: {', '.join(p.stem for p in notebooks)}", flush=True)
+        records = execute_notebooks(notebooks, params_dir, layout, profile, force)
+        executed_at = time.monotonic()
+        assemble_source(records, layout, profile, book_dir)
+        build_site(layout)
+        index = layout.html / "index.html"
+        total_run = sum(r["seconds"] for r in records if not r["reused"])
+        print(f"execution: {total_run:.0f} s this time "
+              f"({sum(r['seconds'] for r in records):.0f} s for all notebooks' last runs); "
+              f"site: {time.monotonic() - executed_at:.0f} s; total {time.monotonic() - start:.0f} s", flush=True)
+        print(f"site: {index}  (open file://{index.resolve()}, works offline)", flush=True)
+        return index
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"), choices=PROFILES)
+    parser.add_argument("--force", action="store_true", help="re-execute every notebook")
+    args = parser.parse_args(argv)
+    try:
+        build(args.profile, force=args.force)
+    except (BuildError, vendor_js.VendorError) as err:
+        print(f"\nBOOK BUILD FAILED: {err}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
