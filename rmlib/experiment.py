@@ -2,22 +2,35 @@
 train, evaluate every evaluation set, and write the results (see :mod:`rmlib.results`).
 
 A run whose results file already exists (same parameters, same data) is not redone unless ``force``.
+With ``config.checkpoint_every``, training saves checkpoints in ``<results_dir>/<setting>/<run_id>.ckpt/``
+and the same call after a crash or kill resumes from the latest one (:mod:`rmlib.checkpoint`); the folder
+is deleted once the results file is written. Under ``accelerate launch`` every process runs this
+function; training and evaluation are shared among them and only the main process writes files.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from accelerate.utils import DistributedType
 
 from . import __version__
-from .evaluation import encode_pairs, evaluate
+from .checkpoint import remove_checkpoints
+from .distributed import evaluate_distributed
+from .formatting import SequenceTooLong
 from .models import load_model
 from .results import fingerprint, load_run, run_path, write_json_atomic
 from .rewards import build_reward_model
-from .training import TrainConfig, train
+from .training import TrainConfig, make_accelerator, train
+
+
+class EmptyDataset(ValueError):
+    """A training or evaluation set has no rows (e.g. everything was filtered out)."""
 
 
 @dataclass
@@ -35,17 +48,51 @@ class RunOutcome:
     timings: dict = field(default_factory=dict)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (CPU and GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_context(lm) -> int | None:
+    """The longest sequence the model accepts (``max_position_embeddings``), if its config states one."""
+    config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def encode_rows(rm, rows: list[dict], what: str, limit_note: str) -> tuple[list, list]:
+    """Encode every row's chosen and rejected sequence; a too-long one is reported with its set and row."""
+    chosen, rejected = [], []
+    for i, row in enumerate(rows):
+        for key, out in (("chosen", chosen), ("rejected", rejected)):
+            try:
+                out.append(rm.encode(row["prompt"], row[key]))
+            except SequenceTooLong as err:
+                raise SequenceTooLong(f"{what}, row {i}, {key} response: {err} ({limit_note}); drop such rows "
+                                      "or pass a smaller data set") from err
+    return chosen, rejected
+
+
 def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict],
                    eval_sets: dict[str, EvalSet], config: TrainConfig, results_dir: str | Path,
                    beta: float = 0.01, variant: str | None = None, dtype: str = "auto",
                    max_length: int | None = None, use_chat_template: bool | None = None,
                    prepare=None, extra: dict | None = None, force: bool = False,
-                   keep_model: bool = False, eval_batch_size: int = 16) -> RunOutcome:
+                   keep_model: bool = False, eval_batch_size: int = 16, accelerator=None) -> RunOutcome:
     """Train one reward model and evaluate it; returns the stored record.
 
     ``prepare(model, tokenizer)`` runs before the reward model is built (e.g. to add special tokens).
     ``extra`` holds parameters that identify the run beyond the standard ones (e.g. ``{"n_vertices": 10}``).
+    ``max_length`` (tokens of prompt + response) defaults to the model's context length
+    (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`
+    naming the set and row.
     """
+    if not train_rows:
+        raise EmptyDataset(f"setting {setting!r}: the training set is empty (nothing left after filtering?)")
+    for name, ev in eval_sets.items():
+        if not ev.rows:
+            raise EmptyDataset(f"setting {setting!r}: evaluation set {name!r} is empty (nothing left after filtering?)")
     spec = {"setting": setting, "model": model, "rm_type": rm_type, "variant": variant, "seed": config.seed,
             "lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size,
             "beta": beta if rm_type == "im" else None, "max_steps": config.max_steps, "dtype": dtype,
@@ -56,30 +103,52 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     if path.exists() and not force and not keep_model:
         return RunOutcome(load_run(path), path, reused=True)
 
+    accelerator = accelerator or make_accelerator()
     timings = {}
     t0 = time.perf_counter()
+    seed_everything(config.seed)
     lm, tokenizer = load_model(model, dtype=dtype, seed=config.seed)
     if prepare is not None:
         prepare(lm, tokenizer)
+    context = model_context(lm)
+    if max_length is not None and context is not None and max_length > context:
+        raise SequenceTooLong(f"max_length={max_length} exceeds the context of model {model!r} "
+                              f"(max_position_embeddings={context})")
+    limit = max_length if max_length is not None else context
+    limit_note = (f"max_length={max_length}" if max_length is not None
+                  else f"the context of model {model!r}, max_position_embeddings={context}")
     torch.manual_seed(config.seed)
     rm = build_reward_model(rm_type, lm, tokenizer, variant=variant, beta=beta, seed=config.seed,
-                            max_length=max_length, use_chat_template=use_chat_template)
+                            max_length=limit, use_chat_template=use_chat_template)
     spec["variant"] = rm.variant
-    chosen, rejected = encode_pairs(rm, train_rows)
-    encoded_evals = {name: encode_pairs(rm, ev.rows) for name, ev in eval_sets.items()}
+    chosen, rejected = encode_rows(rm, train_rows, "training set", limit_note)
+    encoded_evals = {name: encode_rows(rm, ev.rows, f"evaluation set {name!r}", limit_note)
+                     for name, ev in eval_sets.items()}
     timings["load_and_encode"] = time.perf_counter() - t0
 
     reference = [s for c, r in encoded_evals.values() for s in c + r]
-    history = train(rm, chosen, rejected, config, reference_sequences=reference)
+    checkpoints = path.with_suffix(".ckpt") if config.checkpoint_every else None
+    if force and checkpoints is not None and accelerator.is_main_process:
+        remove_checkpoints(checkpoints)  # force: start afresh, not from an old checkpoint
+    accelerator.wait_for_everyone()
+    history = train(rm, chosen, rejected, config, reference_sequences=reference, accelerator=accelerator,
+                    checkpoint_dir=checkpoints)
     timings["train"] = history.seconds
 
     t1 = time.perf_counter()
     evals = {}
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     for name, (c, r) in encoded_evals.items():
-        evals[name] = {"category": eval_sets[name].category, **evaluate(rm, c, r, eval_batch_size)}
+        evals[name] = {"category": eval_sets[name].category,
+                       **evaluate_distributed(rm, c, r, accelerator, eval_batch_size,
+                                              engine_model=history.engine_model if sharded else None)}
     timings["evaluate"] = time.perf_counter() - t1
     record = {"run_id": run_id, "spec": spec, "data_fingerprint": data_id, "rmlib_version": __version__,
               "history": history.to_dict(), "evals": evals, "timings": timings,
-              "n_train": len(train_rows)}
-    write_json_atomic(path, record)
+              "n_train": len(train_rows), "world_size": accelerator.num_processes}
+    if accelerator.is_main_process:
+        write_json_atomic(path, record)
+        if checkpoints is not None:
+            remove_checkpoints(checkpoints)
+    accelerator.wait_for_everyone()
     return RunOutcome(record, path, reused=False, rm=rm if keep_model else None, timings=timings)

@@ -9,7 +9,9 @@ however the pairs are split into micro-batches or processes. A micro-batch is on
 The loop runs through ``accelerate``: one process on a CPU, or ``accelerate launch`` with DDP on GPUs
 (each process takes an interleaved share of every step's pairs; gradients are averaged, hence the
 ``world_size`` factor in the loss weight). The data order of epoch ``e`` is a permutation drawn from
-``seed`` and ``e`` alone.
+``seed`` and ``e`` alone, so step ``s`` always sees the same pairs: a run resumed from a checkpoint
+(``checkpoint_dir``, every ``checkpoint_every`` steps, see :mod:`rmlib.checkpoint`) continues exactly
+where it stopped and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import math
 from contextlib import nullcontext
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from . import checkpoint as ckpt
 from .formatting import Encoded
 
 
@@ -35,16 +39,19 @@ class TrainConfig:
     max_steps: int | None = None
     shuffle: bool = True
     progress: bool = True
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs train's checkpoint_dir)
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "micro_batch_size"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{key} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"TrainConfig.max_steps must be None or >= 1, got {self.max_steps!r}")
+        for key in ("max_steps", "checkpoint_every"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{key} must be None or an integer >= 1, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +64,7 @@ class TrainHistory:
     seconds: float = 0.0
     tokens: int = 0
     pairs: int = 0
+    resumed_from_step: int | None = None  # the checkpoint this run continued from, if any
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,81 +79,131 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int
 
 def make_accelerator():
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    # find_unused_parameters: an EX-RM never uses an untied output embedding (Pythia), which DDP would
+    # otherwise wait for forever.
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _identity(rm, config: TrainConfig, n: int) -> dict:
+    """What a checkpoint must agree on to be resumed (everything that changes the trajectory)."""
+    return {"n_pairs": n, "rm_type": rm.kind, "variant": rm.variant, "seed": config.seed, "lr": config.lr,
+            "epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
+            "shuffle": config.shuffle}
 
 
 def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfig,
-          reference_sequences: list[Encoded] = (), accelerator=None, on_step=None) -> TrainHistory:
+          reference_sequences: list[Encoded] = (), accelerator=None, on_step=None,
+          checkpoint_dir: str | Path | None = None) -> TrainHistory:
     """Train ``rm`` in place on the pairs ``(chosen[i], rejected[i])``.
 
     For an IM-RM, reference log-probs of the training pairs and of ``reference_sequences`` (the
-    evaluation sets) are computed first, with the initial weights, and cached."""
+    evaluation sets) are computed first, with the initial weights, and cached.
+
+    With ``checkpoint_dir`` and ``config.checkpoint_every``, a checkpoint is saved every that many steps,
+    and training resumes from the latest complete checkpoint found there (pass a fresh ``accelerator``
+    per run then: accelerate saves every model prepared with it)."""
     if len(chosen) != len(rejected) or not chosen:
         raise ValueError(f"need equal, non-zero numbers of chosen and rejected sequences "
                          f"({len(chosen)} vs {len(rejected)})")
     accelerator = accelerator or make_accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     rm.to(accelerator.device)
+    n = len(chosen)
+    identity = _identity(rm, config, n)
+    resume = None
+    if checkpoint_dir is not None:
+        if accelerator.is_main_process:
+            ckpt.remove_incomplete(checkpoint_dir)
+        accelerator.wait_for_everyone()
+        resume = ckpt.latest_checkpoint(checkpoint_dir)
     if rm.needs_reference():
-        rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences))
+        if resume is not None:  # pi_ref is the *initial* model: take its log-probs from the checkpoint
+            rm._reference = ckpt.load_reference(resume)
+            missing = sum(s not in rm._reference for s in (*chosen, *rejected, *reference_sequences))
+            if missing:
+                raise ckpt.CheckpointMismatch(f"checkpoint {resume} lacks reference log-probs of {missing} "
+                                              "sequences: it belongs to other data; delete it to start afresh")
+        else:
+            rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences))
         rm.reference_frozen = True
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)
     model, optimizer = accelerator.prepare(rm, optimizer)
-    model.train()
 
-    n = len(chosen)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    history = TrainHistory()
-    bar = tqdm(total=total, desc=f"train {rm.kind.upper()}-RM", disable=not (config.progress and accelerator.is_main_process),
-               mininterval=2.0)
-    start, step = time.perf_counter(), 0
-    for epoch in range(config.epochs):
-        order = epoch_order(n, config.seed, epoch, config.shuffle)
-        epoch_loss = epoch_correct = epoch_pairs = 0.0
-        for step_start in range(0, n, config.batch_size):
-            if step >= total:
-                break
-            step_pairs = order[step_start:step_start + config.batch_size]
-            local = step_pairs[rank::world]
-            micro = [local[i:i + config.micro_batch_size] for i in range(0, len(local), config.micro_batch_size)]
-            step_loss = step_correct = 0.0
-            for j, idx in enumerate(micro):
-                sequences = [chosen[i] for i in idx] + [rejected[i] for i in idx]
-                batch = rm.collate(sequences).to(accelerator.device)
-                ref = rm.reference_logps(sequences) if rm.needs_reference() else None
-                sync = j == len(micro) - 1
-                with accelerator.no_sync(model) if not sync and world > 1 else nullcontext():
-                    outputs = model(batch, ref)
-                    loss, r_chosen, r_rejected = rm.loss(outputs)
-                    accelerator.backward(loss * (len(idx) * world / len(step_pairs)))
-                history.tokens += batch.num_tokens
-                step_loss += float(loss.detach()) * len(idx)
-                step_correct += float(((r_chosen > r_rejected).float() + 0.5 * (r_chosen == r_rejected).float()).sum())
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            totals = accelerator.reduce(torch.tensor([step_loss, step_correct, float(len(local))],
-                                                     device=accelerator.device), reduction="sum").tolist()
-            record = {"step": step, "epoch": epoch, "loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
-                      "pairs": int(totals[2])}
-            history.steps.append(record)
-            epoch_loss, epoch_correct, epoch_pairs = epoch_loss + totals[0], epoch_correct + totals[1], epoch_pairs + totals[2]
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", refresh=False)
-            if on_step is not None:
-                on_step(record)
-        if epoch_pairs:
-            history.epochs.append({"epoch": epoch, "train_loss": epoch_loss / epoch_pairs,
-                                   "train_accuracy": epoch_correct / epoch_pairs})
-        if step >= total:
-            break
+    history, step, sums = TrainHistory(), 0, [0.0, 0.0, 0.0]  # sums: loss, correct, pairs of this epoch
+    if resume is not None:
+        state = ckpt.load_checkpoint(accelerator, resume, expected=identity)
+        step, sums = state["step"], state["epoch_sums"]
+        history = TrainHistory(**state["history"])
+        history.resumed_from_step = step
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"train {rm.kind.upper()}-RM",
+               disable=not (config.progress and accelerator.is_main_process), mininterval=2.0)
+    start, seconds_before = time.perf_counter(), history.seconds
+    order, order_epoch = None, None
+    while step < total:
+        epoch, k = divmod(step, steps_per_epoch)
+        if order_epoch != epoch:
+            order, order_epoch = epoch_order(n, config.seed, epoch, config.shuffle), epoch
+        step_pairs = order[k * config.batch_size:(k + 1) * config.batch_size]
+        local = step_pairs[rank::world]
+        # A process with no pair in this step (fewer pairs than processes) still runs one forward and
+        # backward, with weight 0, so that DDP's gradient all-reduce sees every process.
+        weight_scale = 1.0 if local else 0.0
+        # Micro-batches of similar lengths carry less padding; the step's gradient (a sum over its pairs)
+        # does not depend on how its pairs are grouped.
+        work = sorted(local or step_pairs[:1], key=lambda i: len(chosen[i]) + len(rejected[i]))
+        micro = [work[i:i + config.micro_batch_size] for i in range(0, len(work), config.micro_batch_size)]
+        step_loss = step_correct = 0.0
+        step_tokens = 0
+        for j, idx in enumerate(micro):
+            sequences = [chosen[i] for i in idx] + [rejected[i] for i in idx]
+            batch = rm.collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx]).to(accelerator.device)
+            ref = rm.reference_logps(sequences) if rm.needs_reference() else None
+            sync = j == len(micro) - 1
+            with accelerator.no_sync(model) if not sync and world > 1 else nullcontext():
+                outputs = model(batch, ref)
+                loss, r_chosen, r_rejected = rm.loss(outputs)
+                accelerator.backward(loss * (weight_scale * len(idx) * world / len(step_pairs)))
+            step_tokens += batch.num_tokens * int(weight_scale)
+            step_loss += weight_scale * float(loss.detach()) * len(idx)
+            step_correct += weight_scale * float(((r_chosen > r_rejected).float()
+                                                  + 0.5 * (r_chosen == r_rejected).float()).sum())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        totals = accelerator.reduce(torch.tensor([step_loss, step_correct, float(len(local)), float(step_tokens)],
+                                                 dtype=torch.float64, device=accelerator.device),
+                                    reduction="sum").tolist()
+        record = {"step": step, "epoch": epoch, "loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+                  "pairs": int(totals[2])}
+        history.steps.append(record)
+        history.tokens += int(totals[3])
+        sums = [sums[0] + totals[0], sums[1] + totals[1], sums[2] + totals[2]]
+        if step % steps_per_epoch == 0 or step == total:  # end of an epoch (or of a max_steps run)
+            history.epochs.append({"epoch": epoch, "train_loss": sums[0] / sums[2],
+                                   "train_accuracy": sums[1] / sums[2]})
+            sums = [0.0, 0.0, 0.0]
+        if checkpoint_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
+                and step < total:
+            history.seconds = seconds_before + time.perf_counter() - start
+            state = {"step": step, "epoch_sums": sums, "history": history.to_dict(), "identity": identity}
+            ckpt.save_checkpoint(accelerator, checkpoint_dir, step, state,
+                                 rm._reference if rm.needs_reference() else None)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", refresh=False)
+        if on_step is not None:
+            on_step(record)
     bar.close()
-    history.seconds = time.perf_counter() - start
+    history.seconds = seconds_before + time.perf_counter() - start
     history.pairs = int(sum(r["pairs"] for r in history.steps))
     model.eval()
+    history.engine_model = model  # not a field (not saved): the accelerate-prepared model, for sharded engines
     return history

@@ -1,0 +1,213 @@
+"""Command-line entry point: train and evaluate reward models from a YAML spec, on one process or many.
+
+    python -m rmlib.cli spec.yaml [--set key=value ...] [--sweep key=v1,v2 ...] [--force]
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m rmlib.cli spec.yaml
+
+A spec holds the keys of :data:`DEFAULTS` (any it omits take those values)::
+
+    setting: uf_ex_vs_im
+    model: smollm2-135m-instruct
+    rm_type: ex                      # ex | im | grm
+    lr: 1.0e-6
+    epochs: 1
+    checkpoint_every: 50             # optimizer steps between checkpoints
+    train: {data: ultrafeedback, split: train, limit: 2000}
+    eval:
+      uf_test: {data: ultrafeedback, split: test, category: in-distribution}
+      uf_paraphrased: {data: ultrafeedback_paraphrased, split: test, category: paraphrased}
+
+``--set train.limit=64`` overrides one key (the value is read as YAML); ``--sweep seed=0,1,2
+--sweep rm_type=ex,im`` runs the product of the listed values, one run after another. Every spec is
+validated before anything is loaded: an unknown key, a wrong type, a value out of range, an unknown
+model or data set name or a missing data directory stops the command with a message naming it.
+
+Runs are resumable: killing the command and running it again continues every unfinished run from its
+last checkpoint, and skips the finished ones (their results files exist). A failing run does not stop the
+others; the failures are listed at the end with their parameters and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import yaml
+
+from .data import DATASETS, DataNotAvailable, default_data_dir, load_preferences
+from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
+from .params import Param, ParameterError, validate
+from .rewards import RM_TYPES
+from .sweep import grid, run_sweep
+
+MODEL_NAMES = (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+DEFAULTS = {
+    "setting": "cli", "model": OFFLINE_DEFAULT, "rm_type": "ex", "variant": None, "beta": 0.01,
+    "dtype": "auto", "max_length": None, "use_chat_template": None,
+    "epochs": 1, "lr": 1e-6, "batch_size": 32, "micro_batch_size": 8, "seed": 0, "max_steps": None,
+    "checkpoint_every": 50, "eval_batch_size": 16, "progress": True,
+    "results_dir": "results", "data_dir": None, "data_seed": 0,
+    "train": {"data": "ultrafeedback", "split": "train", "limit": None},
+    "eval": {"ultrafeedback": {"data": "ultrafeedback", "split": "test", "limit": None,
+                               "category": "in-distribution"}},
+    "extra": {},
+}
+
+SCHEMA = {
+    "setting": Param(str), "model": Param(str), "rm_type": Param(str, choices=RM_TYPES),
+    "variant": Param(str, nullable=True), "beta": Param(float, low=1e-12),
+    "dtype": Param(str, choices=DTYPES), "max_length": Param(int, low=1, nullable=True),
+    "use_chat_template": Param(bool, nullable=True),
+    "epochs": Param(int, low=1), "lr": Param(float, low=1e-12, high=0.999999), "batch_size": Param(int, low=1),
+    "micro_batch_size": Param(int, low=1), "seed": Param(int, low=0), "max_steps": Param(int, low=1, nullable=True),
+    "checkpoint_every": Param(int, low=1, nullable=True), "eval_batch_size": Param(int, low=1),
+    "progress": Param(bool), "results_dir": Param(str), "data_dir": Param(str, nullable=True),
+    "data_seed": Param(int, low=0), "train": Param(dict), "eval": Param(dict), "extra": Param(dict),
+}
+TRAIN_SCHEMA = {"data": Param(str, choices=tuple(DATASETS)), "split": Param(str, choices=("train", "test")),
+                "limit": Param(int, low=1, nullable=True)}
+EVAL_SCHEMA = {**TRAIN_SCHEMA, "category": Param(str)}
+
+
+def _section(prefix: str, given, schema: dict, defaults: dict) -> dict:
+    if not isinstance(given, dict):
+        raise ParameterError(f"parameter {prefix!r} must be a mapping, got {type(given).__name__} {given!r}")
+    merged = {**defaults, **given}
+    checked = validate({f"{prefix}.{k}": v for k, v in merged.items()},
+                       {f"{prefix}.{k}": p for k, p in schema.items()})
+    return {k: getattr(checked, f"{prefix}.{k}") for k in schema}
+
+
+def check_spec(spec: dict) -> dict:
+    """The spec with defaults filled in, validated (raises :class:`ParameterError` naming the key)."""
+    merged = {**copy.deepcopy(DEFAULTS), **spec}
+    if "eval" in spec:  # an explicit eval mapping replaces the default one
+        merged["eval"] = spec["eval"]
+    out = vars(validate(merged, SCHEMA))
+    out["train"] = _section("train", out["train"], TRAIN_SCHEMA, DEFAULTS["train"])
+    if not out["eval"]:
+        raise ParameterError("parameter 'eval' must name at least one evaluation set")
+    out["eval"] = {name: _section(f"eval.{name}", ev, EVAL_SCHEMA, {"limit": None, "split": "test",
+                                                                   "category": "in-distribution"})
+                   for name, ev in out["eval"].items()}
+    model = out["model"]
+    if model not in MODEL_NAMES and "/" not in model and not Path(model).exists():
+        raise ParameterError(f"parameter 'model' = {model!r} is not a known model name, a hub id (org/name) "
+                             f"or a local folder; known names: {', '.join(MODEL_NAMES)}")
+    if out["data_dir"] is not None and not Path(out["data_dir"]).is_dir():
+        raise DataNotAvailable(f"data directory {out['data_dir']!r} (parameter 'data_dir') does not exist")
+    if out["max_steps"] is None and out["micro_batch_size"] > out["batch_size"]:
+        raise ParameterError(f"parameter 'micro_batch_size' = {out['micro_batch_size']} is larger than "
+                             f"'batch_size' = {out['batch_size']}")
+    return out
+
+
+def _set(spec: dict, assignment: str, sweep: bool = False):
+    if "=" not in assignment:
+        raise ParameterError(f"expected key=value, got {assignment!r}")
+    key, text = assignment.split("=", 1)
+    value = [yaml.safe_load(v) for v in text.split(",")] if sweep else yaml.safe_load(text)
+    return key.strip(), value
+
+
+def _assign(spec: dict, key: str, value) -> None:
+    parts = key.split(".")
+    target = spec
+    for part in parts[:-1]:
+        target = target.setdefault(part, copy.deepcopy(DEFAULTS.get(part, {})) if target is spec else {})
+        if not isinstance(target, dict):
+            raise ParameterError(f"cannot set {key!r}: {part!r} is not a mapping")
+    target[parts[-1]] = value
+
+
+def build_specs(spec: dict, sets: list[str] = (), sweeps: list[str] = ()) -> list[dict]:
+    """The validated specs of a command line: ``spec`` with ``--set`` applied, times the ``--sweep`` grid."""
+    spec = copy.deepcopy(spec)
+    for assignment in sets:
+        _assign(spec, *_set(spec, assignment))
+    axes = dict(_set(spec, s, sweep=True) for s in sweeps)
+    specs = []
+    for point in grid(axes):
+        one = copy.deepcopy(spec)
+        for key, value in point.items():
+            _assign(one, key, value)
+        specs.append(check_spec(one))
+    return specs
+
+
+def run_spec(spec: dict, force: bool = False, accelerator=None):
+    """Load the data of one validated spec and run it (:func:`rmlib.experiment.run_experiment`)."""
+    from .experiment import EvalSet, run_experiment
+    from .training import TrainConfig
+
+    data_dir = spec["data_dir"]
+    notes = []
+
+    def rows(section: dict, name: str) -> list[dict]:
+        prefs = load_preferences(section["data"], section["split"], data_dir=data_dir, on_error="drop",
+                                 limit=section["limit"], seed=spec["data_seed"])
+        if prefs.dropped:
+            notes.append(f"{name}: dropped {prefs.dropped} malformed rows of {prefs.origin}")
+        return prefs.rows
+
+    train_rows = rows(spec["train"], "train")
+    eval_sets = {name: EvalSet(rows(ev, name), ev["category"]) for name, ev in spec["eval"].items()}
+    config = TrainConfig(epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"],
+                         micro_batch_size=spec["micro_batch_size"], seed=spec["seed"], max_steps=spec["max_steps"],
+                         progress=spec["progress"], checkpoint_every=spec["checkpoint_every"])
+    extra = dict(spec["extra"])
+    outcome = run_experiment(spec["setting"], spec["model"], spec["rm_type"], train_rows, eval_sets, config,
+                             spec["results_dir"], beta=spec["beta"], variant=spec["variant"], dtype=spec["dtype"],
+                             max_length=spec["max_length"], use_chat_template=spec["use_chat_template"],
+                             extra=extra, force=force, eval_batch_size=spec["eval_batch_size"],
+                             accelerator=accelerator)
+    outcome.timings["notes"] = notes
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rmlib.cli", description=__doc__.split("\n")[0])
+    parser.add_argument("spec", nargs="?", help="YAML file with the run's parameters (default: all defaults)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set seed=1 or --set train.limit=64")
+    parser.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2",
+                        help="run every listed value (several --sweep: their product)")
+    parser.add_argument("--force", action="store_true", help="redo runs whose results file exists")
+    args = parser.parse_args(argv)
+
+    spec = {}
+    if args.spec:
+        with open(args.spec, encoding="utf-8") as f:
+            spec = yaml.safe_load(f) or {}
+        if not isinstance(spec, dict):
+            raise ParameterError(f"{args.spec} must hold a mapping of parameters")
+    specs = build_specs(spec, args.sets, args.sweeps)  # everything validated before any work
+
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True without GPUs: under `accelerate launch --multi_gpu` / torchrun this gives gloo processes.
+    main_process = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    log = print if main_process else (lambda *a, **k: None)
+    log(f"{len(specs)} run(s); data directory: {specs[0]['data_dir'] or default_data_dir()}")
+
+    def one(spec):
+        outcome = run_spec(spec, force=args.force)
+        evals = ", ".join(f"{k} acc={v['accuracy']:.3f}" for k, v in outcome.record["evals"].items())
+        log(f"{'reused' if outcome.reused else 'done'}: {outcome.path} ({evals})")
+        for note in outcome.timings.get("notes", []):
+            log(f"  note: {note}")
+        return outcome
+
+    report = run_sweep(specs, one, log=log)
+    if report.failures:
+        log(report.summary(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Runs that survive: checkpoints and exact resumption, SIGKILL for real, determinism, sweeps with failures.
+
+All on the tiny random model with short synthetic preference rows, so each run takes seconds."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rmlib import checkpoint as ckpt
+from rmlib.evaluation import encode_pairs
+from rmlib.experiment import EvalSet, run_experiment
+from rmlib.models import load_model
+from rmlib.rewards import build_reward_model
+from rmlib.sweep import SweepFailed, grid, run_sweep
+from rmlib.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+def synthetic_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    text = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    return [{"prompt": f"Question {i}: {text(3)}?", "chosen": text(rng.randint(2, 10)),
+             "rejected": text(rng.randint(2, 10))} for i in range(n)]
+
+
+def write_data_dir(folder: Path, n_train: int, n_test: int) -> Path:
+    (folder / "ultrafeedback").mkdir(parents=True)
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        with open(folder / "ultrafeedback" / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for row in synthetic_rows(n, seed):
+                f.write(json.dumps(row) + "\n")
+    return folder
+
+
+def _train_tiny(rm_type, checkpoint_dir=None, crash_at=None, lr=3e-3):
+    lm, tok = load_model("tiny-random", dtype="float32", seed=0)
+    rm = build_reward_model(rm_type, lm, tok, seed=0)
+    chosen, rejected = encode_pairs(rm, synthetic_rows(10, 0))
+    held_out = [s for pair in encode_pairs(rm, synthetic_rows(3, 1)) for s in pair]
+    config = TrainConfig(epochs=2, lr=lr, batch_size=4, micro_batch_size=2, progress=False, checkpoint_every=2)
+
+    def on_step(record):
+        if record["step"] == crash_at:
+            raise KeyboardInterrupt("simulated crash")
+
+    history = train(rm, chosen, rejected, config, reference_sequences=held_out, on_step=on_step,
+                    checkpoint_dir=checkpoint_dir)
+    return history, rm
+
+
+@pytest.mark.parametrize("rm_type", ["ex", "im"])
+def test_crashed_training_resumes_exactly(rm_type, tmp_path):
+    """Crash after step 5 (checkpoints at 2 and 4), rerun: same losses, epochs and weights, bit for bit."""
+    reference, rm_ref = _train_tiny(rm_type)
+    folder = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        _train_tiny(rm_type, folder, crash_at=5)
+    assert [p.name for p in folder.iterdir()] == ["step-000004"]  # the older step-000002 was removed
+    if rm_type == "im":
+        with pytest.raises(ckpt.CheckpointMismatch, match="lr"):  # a checkpoint of another run is refused
+            _train_tiny(rm_type, folder, lr=1e-3)
+    resumed, rm_res = _train_tiny(rm_type, folder)
+    assert resumed.resumed_from_step == 4 and reference.resumed_from_step is None
+    assert resumed.steps == reference.steps and resumed.epochs == reference.epochs
+    assert len(resumed.steps) == 6 and resumed.tokens == reference.tokens
+    for (name, a), b in zip(rm_ref.state_dict().items(), rm_res.state_dict().values()):
+        assert torch.equal(a, b), name
+    if rm_type == "im":  # the reference log-probs are those of the initial model, restored, not recomputed
+        assert rm_res._reference == rm_ref._reference
+
+
+def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
+    for name, complete in (("step-000002", True), ("step-000006", False), (".step-000004.tmp", True)):
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / ckpt.STATE_FILE).write_text("{}")
+    # step-000006 has no trainer_state.json (cannot happen with save_checkpoint, which writes it last
+    # and renames the folder after); the .tmp folder is a save interrupted by a kill.
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-000002"
+    assert [p.name for p in ckpt.remove_incomplete(tmp_path)] == [".step-000004.tmp"]
+    assert not (tmp_path / ".step-000004.tmp").exists()
+    assert ckpt.latest_checkpoint(tmp_path / "missing") is None
+
+
+def _cli(spec_path, results_dir, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-m", "rmlib.cli", str(spec_path), "--set", f"results_dir={results_dir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _one_record(results_dir) -> dict:
+    files = list(Path(results_dir).glob("*/*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path):
+    """The real thing: a training process killed with SIGKILL right after its first checkpoint; the same
+    command again resumes and ends with the metrics of a run that was never interrupted."""
+    data = write_data_dir(tmp_path / "data", n_train=24, n_test=5)
+    spec = {"setting": "resume", "model": "tiny-random", "rm_type": "im", "lr": 3e-3, "batch_size": 4,
+            "micro_batch_size": 2, "epochs": 2, "checkpoint_every": 2, "progress": False, "data_dir": str(data),
+            "train": {"data": "ultrafeedback", "split": "train"},
+            "eval": {"held_out": {"data": "ultrafeedback", "split": "test"}}}
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    uninterrupted = _cli(spec_path, tmp_path / "clean")  # runs alongside the killed one
+
+    victim = _cli(spec_path, tmp_path / "killed")
+    checkpoints = tmp_path / "killed" / "resume"
+    while victim.poll() is None and not list(checkpoints.glob("*.ckpt/step-*")):
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    output = victim.communicate()[0]
+    assert victim.returncode == -signal.SIGKILL, output
+    assert not list(checkpoints.glob("*.json")), "the run finished before the kill: the test proves nothing"
+    saved = ckpt.latest_checkpoint(next(checkpoints.glob("*.ckpt")))
+    assert saved is not None and ckpt.read_state(saved)["step"] < 12
+
+    rerun = _cli(spec_path, tmp_path / "killed")
+    out_rerun = rerun.communicate()[0]
+    out_clean = uninterrupted.communicate()[0]
+    assert rerun.returncode == 0, out_rerun
+    assert uninterrupted.returncode == 0, out_clean
+    a, b = _one_record(tmp_path / "clean"), _one_record(tmp_path / "killed")
+    assert a["run_id"] == b["run_id"]
+    assert b["history"]["resumed_from_step"] >= 2 and a["history"]["resumed_from_step"] is None
+    assert [s["step"] for s in b["history"]["steps"]] == list(range(1, 13))
+    for x, y in zip(a["history"]["steps"] + a["history"]["epochs"], b["history"]["steps"] + b["history"]["epochs"]):
+        for key in x:
+            assert x[key] == pytest.approx(y[key], abs=1e-6), (key, x, y)
+    for key in ("reward_chosen", "reward_rejected"):
+        assert a["evals"]["held_out"][key] == pytest.approx(b["evals"]["held_out"][key], abs=1e-6)
+    assert a["evals"]["held_out"]["accuracy"] == b["evals"]["held_out"]["accuracy"]
+    assert not list(checkpoints.glob("*.ckpt")), "checkpoints are removed once the results file exists"
+
+    again = _cli(spec_path, tmp_path / "killed")  # a finished run is recognised and not redone
+    out_again = again.communicate()[0]
+    assert again.returncode == 0 and "reused:" in out_again, out_again
+    assert _one_record(tmp_path / "killed") == b
+
+
+def _quick_run(results_dir, seed=0, rm_type="ex", **kwargs):
+    config = TrainConfig(epochs=1, lr=3e-3, batch_size=4, micro_batch_size=4, seed=seed, progress=False)
+    return run_experiment("det", "tiny-random", rm_type, synthetic_rows(8, 0),
+                          {"held_out": EvalSet(synthetic_rows(4, 1))}, config, results_dir, **kwargs)
+
+
+def _comparable(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k != "timings"}
+    out["history"] = {k: v for k, v in record["history"].items() if k != "seconds"}
+    return out
+
+
+def test_same_parameters_and_seed_give_identical_results(tmp_path):
+    first = _quick_run(tmp_path / "a")
+    random.seed(123)
+    torch.manual_seed(123)  # global RNG state left by other code must not matter
+    second = _quick_run(tmp_path / "b")
+    assert _comparable(first.record) == _comparable(second.record)
+    other_seed = _quick_run(tmp_path / "c", seed=1)
+    assert other_seed.record["evals"]["held_out"]["reward_chosen"] != first.record["evals"]["held_out"]["reward_chosen"]
+
+
+def test_sweep_failure_leaves_other_results_and_is_reported(tmp_path):
+    specs = grid({"rm_type": ["ex", "not-a-type", "im"]})
+    report = run_sweep(specs, lambda spec: _quick_run(tmp_path, rm_type=spec["rm_type"]))
+    assert [o is None for o in report.outcomes] == [False, True, False]
+    assert len(list((tmp_path / "det").glob("*.json"))) == 2  # the runs before and after the failure
+    assert "'rm_type': 'not-a-type'" in report.summary() and "unknown rm_type" in report.summary()
+    with pytest.raises(SweepFailed, match="1 failed"):
+        report.raise_if_failed()
