@@ -255,7 +255,12 @@ def assemble_source(records: list[dict], layout: Layout, profile: str, book_dir:
            "chapters": [{"file": s} for s in stems] + [{"file": "results"}, {"file": "rerun"}]}
     (layout.src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     config = yaml.safe_load((book_dir / "_config.yml").read_text(encoding="utf-8"))
-    config["title"] = f"{config['title']} ({profile})" if profile != "cpu" else config["title"]
+    if profile != "cpu":
+        config["title"] = f"{config['title']} ({profile})"
+    if profile == "smoke":
+        config.setdefault("html", {})["announcement"] = (
+            "Smoke build: tiny random models and a handful of examples, to test the machinery; "
+            "its numbers mean nothing.")
     (layout.src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
