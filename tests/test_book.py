@@ -202,15 +202,21 @@ class Visit:
         return route.continue_()
 
     def _settle(self):
-        # every embedded widget view is rendered (the html-manager inserts a filled .widget-subarea before it)
-        self.page.wait_for_function(
-            """() => Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
-                     .every(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
-                                 && s.previousElementSibling.childElementCount > 0)""", timeout=WAIT_MS)
-        # every math element is typeset by MathJax
-        self.page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
-            timeout=WAIT_MS)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        checks = {
+            # the html-manager inserts a filled .widget-subarea before each embedded widget view it renders
+            "a widget view was not rendered": """() => Array.from(document.querySelectorAll(
+                'script[type="application/vnd.jupyter.widget-view+json"]')).every(s => s.previousElementSibling
+                && s.previousElementSibling.classList.contains('widget-subarea')
+                && s.previousElementSibling.childElementCount > 0)""",
+            "math was not typeset by MathJax":
+                "() => Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
+        }
+        for problem, condition in checks.items():
+            try:
+                self.page.wait_for_function(condition, timeout=WAIT_MS)
+            except PlaywrightTimeout:
+                self.problems.append(f"{problem} (waited {WAIT_MS / 1000:.0f} s)")
         self.page.evaluate("() => document.fonts.ready.then(() => true)")  # fonts (MathJax's, the theme's) loaded
         self.problems += [f"MathJax error: {t}" for t in self.page.locator("mjx-merror").all_inner_texts()]
         broken = self.page.evaluate(
