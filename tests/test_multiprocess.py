@@ -1,0 +1,104 @@
+"""Two CPU processes (gloo) under `accelerate launch` with the shipped DDP config give the results of one.
+
+The launched processes train an IM-RM on 9 pairs with batch_size 4 (steps of 4, 4 and 1 pairs: in the last
+step one process has no pair and joins with a zero-weight pass), evaluate 7 pairs (14 sequences, uneven
+batches per process), and score an odd number of sequences (one process gets one more) -- every reward must
+arrive exactly once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rmlib import cli
+from rmlib.distributed import shares
+from rmlib.models import load_model
+from rmlib.rewards import build_reward_model, score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from test_resume import write_data_dir  # noqa: E402
+
+HELPER = '''
+import json, sys
+from rmlib.cli import main
+from rmlib.distributed import score_distributed
+from rmlib.models import load_model
+from rmlib.rewards import build_reward_model
+from rmlib.training import make_accelerator
+
+spec, results, out = sys.argv[1:4]
+assert main([spec, "--set", f"results_dir={results}"]) == 0
+accelerator = make_accelerator()
+lm, tok = load_model("tiny-random", dtype="float32", seed=0)
+rm = build_reward_model("ex", lm, tok, seed=0)
+sequences = [rm.encode(f"Question {i}?", "alpha " * (i + 1)) for i in range(7)]
+sequences.append(sequences[3])  # a repeated sequence is scored once and its reward repeated
+rewards = score_distributed(rm, sequences, accelerator, batch_size=2)
+if accelerator.is_main_process:
+    json.dump({"world": accelerator.num_processes, "rewards": rewards.tolist()}, open(out, "w"))
+'''
+
+
+def odd_sequences(rm):
+    sequences = [rm.encode(f"Question {i}?", "alpha " * (i + 1)) for i in range(7)]
+    return sequences + [sequences[3]]
+
+
+def test_shares_cover_every_index_once():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 5):
+            parts = shares(n, world, [(7 * i) % 5 for i in range(n)])
+            assert sorted(i for p in parts for i in p) == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_two_processes_match_one(tmp_path):
+    data = write_data_dir(tmp_path / "data", n_train=9, n_test=7)
+    spec = {"setting": "mp", "model": "tiny-random", "rm_type": "im", "lr": 3e-3, "batch_size": 4,
+            "micro_batch_size": 1, "epochs": 1, "checkpoint_every": None, "progress": False,
+            "data_dir": str(data), "eval_batch_size": 3, "train": {"data": "ultrafeedback", "split": "train"},
+            "eval": {"held_out": {"data": "ultrafeedback", "split": "test"}}}
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    helper = tmp_path / "helper.py"
+    helper.write_text(HELPER)
+    launcher = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    two = subprocess.Popen([str(launcher), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
+                            "--num_processes", "2", str(helper), str(spec_path), str(tmp_path / "two"),
+                            str(tmp_path / "gathered.json")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        # meanwhile, the same run in this process (one process)
+        assert cli.main([str(spec_path), "--set", f"results_dir={tmp_path / 'one'}"]) == 0
+        lm, tok = load_model("tiny-random", dtype="float32", seed=0)
+        single_rewards = score(build_reward_model("ex", lm, tok, seed=0), odd_sequences(
+            build_reward_model("ex", lm, tok, seed=0)), batch_size=2)
+        output = two.communicate(timeout=900)[0]
+    finally:
+        if two.poll() is None:
+            two.kill()
+    assert two.returncode == 0, output[-3000:]
+
+    (one_file,), (two_file,) = list((tmp_path / "one").glob("mp/*.json")), list((tmp_path / "two").glob("mp/*.json"))
+    one, two_ = json.loads(one_file.read_text()), json.loads(two_file.read_text())
+    assert (one["world_size"], two_["world_size"]) == (1, 2)
+    assert one["run_id"] == two_["run_id"]  # the same run, whatever the number of processes
+    steps_one, steps_two = one["history"]["steps"], two_["history"]["steps"]
+    assert [s["pairs"] for s in steps_one] == [s["pairs"] for s in steps_two] == [4, 4, 1]
+    assert [s["loss"] for s in steps_two] == pytest.approx([s["loss"] for s in steps_one], abs=1e-5)
+    assert [s["accuracy"] for s in steps_two] == [s["accuracy"] for s in steps_one]
+    assert one["history"]["tokens"] == two_["history"]["tokens"]
+    for key in ("reward_chosen", "reward_rejected"):
+        assert len(two_["evals"]["held_out"][key]) == 7
+        assert two_["evals"]["held_out"][key] == pytest.approx(one["evals"]["held_out"][key], abs=1e-5)
+
+    gathered = json.loads((tmp_path / "gathered.json").read_text())
+    assert gathered["world"] == 2 and len(gathered["rewards"]) == 8
+    torch.testing.assert_close(torch.tensor(gathered["rewards"]), single_rewards, rtol=1e-5, atol=1e-6)

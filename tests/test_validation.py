@@ -1,0 +1,144 @@
+"""Bad input gets a clear error naming the problem, before any expensive work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from rmlib import cli
+from rmlib.data import DataNotAvailable, load_preferences
+from rmlib.experiment import EmptyDataset, EvalSet, run_experiment
+from rmlib.formatting import SequenceTooLong
+from rmlib.params import Param, ParameterError, validate
+from rmlib.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
+        {"prompt": "Add 2 and 3.", "chosen": "5", "rejected": "6"}]
+SCHEMA = {"model": Param(str, choices=("tiny-random", "smollm2-135m-instruct")), "lr": Param(float, low=0, high=1),
+          "epochs": Param(int, low=1)}
+GOOD = {"model": "tiny-random", "lr": 1e-3, "epochs": 1}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"lrr": 0.1}, r"unknown parameter\(s\) 'lrr'; accepted: epochs, lr, model"),
+    ({"epochs": "two"}, r"parameter 'epochs' must be int, got str 'two'"),
+    ({"epochs": True}, r"parameter 'epochs' must be int, got bool"),
+    ({"lr": 5.0}, r"parameter 'lr' = 5.0 is above its maximum 1"),
+    ({"epochs": 0}, r"parameter 'epochs' = 0 is below its minimum 1"),
+    ({"model": "gpt-5"}, r"parameter 'model' = 'gpt-5' is not accepted; accepted values: 'tiny-random', "),
+])
+def test_bad_parameters_are_named(change, expected):
+    with pytest.raises(ParameterError, match=expected):
+        validate({**GOOD, **change}, SCHEMA)
+
+
+def _throwaway_notebook(folder: Path) -> tuple[Path, Path]:
+    marker = folder / "expensive_work_ran"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('model = "tiny-random"\nlr = 1e-3\nepochs = 1')
+    params.metadata["tags"] = ["parameters"]
+    check = nbformat.v4.new_code_cell(
+        "from rmlib.params import Param, validate_notebook_params\n"
+        "SCHEMA = {'model': Param(str, choices=('tiny-random', 'smollm2-135m-instruct')),\n"
+        "          'lr': Param(float, low=0, high=1), 'epochs': Param(int, low=1)}\n"
+        "P = validate_notebook_params(globals(), SCHEMA)")
+    work = nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write('done')")
+    nb.cells = [params, check, work]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "throwaway.ipynb"
+    nbformat.write(nb, path)
+    return path, marker
+
+
+@pytest.mark.parametrize("parameters, named", [({"lrr": 0.5}, "'lrr'"), ({"epochs": 0}, "'epochs'")])
+def test_papermill_fails_in_the_first_cell_naming_the_key(tmp_path, parameters, named):
+    notebook, marker = _throwaway_notebook(tmp_path)
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(notebook, tmp_path / "out.ipynb", parameters=parameters, kernel_name="python3",
+                            cwd=str(ROOT), progress_bar=False)
+    err = info.value
+    assert err.ename == "ParameterError" and named in err.evalue, err.evalue
+    assert err.cell_index == 2  # 0: parameters, 1: papermill's injected parameters, 2: validation
+    assert not marker.exists(), "the work after the validation cell must not run"
+
+
+def test_a_good_parameter_runs_through(tmp_path):
+    notebook, marker = _throwaway_notebook(tmp_path)
+    pm.execute_notebook(notebook, tmp_path / "out.ipynb", parameters={"lr": 0.5}, kernel_name="python3",
+                        cwd=str(ROOT), progress_bar=False)
+    assert marker.exists()
+
+
+def test_cli_spec_errors_name_the_key(tmp_path):
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'lrr'"):
+        cli.check_spec({"lrr": 1e-3})
+    with pytest.raises(ParameterError, match=r"parameter 'epochs' must be int, got str"):
+        cli.check_spec({"epochs": "2"})
+    with pytest.raises(ParameterError, match=r"parameter 'lr' = 2.0 is above its maximum"):
+        cli.check_spec({"lr": 2.0})
+    with pytest.raises(ParameterError, match=r"'model' = 'smollm3' is not a known model name.*tiny-random"):
+        cli.check_spec({"model": "smollm3"})
+    with pytest.raises(ParameterError, match=r"'train.data' = 'ultrafedback' is not accepted; accepted values: "
+                                             r"'ultrafeedback'"):
+        cli.check_spec({"train": {"data": "ultrafedback"}})
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'eval.uf.limt'"):
+        cli.check_spec({"eval": {"uf": {"data": "ultrafeedback", "limt": 3}}})
+    with pytest.raises(DataNotAvailable, match=r"data directory '.*nowhere' \(parameter 'data_dir'\) does not exist"):
+        cli.check_spec({"data_dir": str(tmp_path / "nowhere")})
+    # the command line: a typo in --set stops it before anything is loaded
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"model": "tiny-random"}))
+    with pytest.raises(ParameterError, match=r"'seeed'"):
+        cli.main([str(spec), "--set", "seeed=1"])
+    assert cli.check_spec({"eval": {"uf": {"data": "ultrafeedback"}}})["eval"]["uf"]["split"] == "test"
+
+
+def test_unknown_data_set_and_missing_data(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown data set 'ultrafedback'; accepted: ultrafeedback, "):
+        load_preferences("ultrafedback", "train", data_dir=tmp_path)
+    with pytest.raises(DataNotAvailable, match=r"nowhere/ultrafeedback/train.jsonl does not exist"):
+        load_preferences("ultrafeedback", "train", data_dir=tmp_path / "nowhere", source="local")
+
+
+def test_empty_data_set_after_filtering(tmp_path):
+    folder = tmp_path / "ultrafeedback"
+    folder.mkdir()
+    bad = [{"prompt": "p", "chosen": "same", "rejected": "same"}, {"prompt": "p", "chosen": "", "rejected": "x"}]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in bad) + "\n")
+    with pytest.raises(ValueError, match=r"data set 'ultrafeedback' split 'train' from .* has no usable rows"):
+        load_preferences("ultrafeedback", "train", data_dir=tmp_path, on_error="drop")
+    config = TrainConfig(max_steps=1, progress=False)
+    with pytest.raises(EmptyDataset, match="training set is empty"):
+        run_experiment("empty", "tiny-random", "ex", [], {"test": EvalSet(ROWS)}, config, tmp_path)
+    with pytest.raises(EmptyDataset, match="evaluation set 'ood' is empty"):
+        run_experiment("empty", "tiny-random", "ex", ROWS, {"ood": EvalSet([])}, config, tmp_path)
+
+
+def test_response_longer_than_the_model_context(tmp_path):
+    """max_length defaults to the model's context (tiny-random: max_position_embeddings = 2048)."""
+    rows = ROWS + [{"prompt": "Talk.", "chosen": "Fine.", "rejected": "alpha " * 2100}]
+    config = TrainConfig(max_steps=1, progress=False)
+    with pytest.raises(SequenceTooLong, match=r"training set, row 2, rejected response: sequence of \d+ tokens "
+                                              r"exceeds max_length=2048 .*max_position_embeddings=2048"):
+        run_experiment("long", "tiny-random", "ex", rows, {"test": EvalSet(ROWS)}, config, tmp_path)
+    with pytest.raises(SequenceTooLong, match=r"max_length=4096 exceeds the context of model 'tiny-random' "
+                                              r"\(max_position_embeddings=2048\)"):
+        run_experiment("long", "tiny-random", "ex", ROWS, {"test": EvalSet(ROWS)}, config, tmp_path, max_length=4096)
+    assert not list(tmp_path.glob("long/*.json"))
+
+
+def test_hub_model_impossible_offline_is_named():
+    code = ("from rmlib.models import load_model, ModelNotAvailable\n"
+            "try:\n    load_model('some-org/not-a-model')\n"
+            "except ModelNotAvailable as err:\n    print('ERROR', err)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert "ERROR cannot load model 'some-org/not-a-model'" in out.stdout, out.stdout + out.stderr
+    assert "HF_HUB_OFFLINE=1" in out.stdout
