@@ -336,22 +336,23 @@ def one_token_pairs(lm, prompt_encodings: list[Encoded], chosen: list[int], reje
         raise ValueError("need equal, non-zero numbers of prompts, chosen and rejected tokens")
     if any(yc == yr for yc, yr in zip(chosen, rejected)):
         raise ValueError("a chosen and a rejected token are the same")
-    sequences = [Encoded(tuple(enc.input_ids) + (int(token),), len(enc.input_ids))
-                 for enc, yc, yr in zip(prompt_encodings, chosen, rejected) for token in (yc, yr)]
-    hidden_last, hidden_prompt = [], []
+    wanted = [Encoded(tuple(enc.input_ids) + (int(token),), len(enc.input_ids))
+              for enc, yc, yr in zip(prompt_encodings, chosen, rejected) for token in (yc, yr)]
+    unique = list(dict.fromkeys(wanted))  # a prompt evaluated with several token pairs is run once per token
+    last, prompt = {}, {}
     was_training = lm.training
     lm.eval()
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start:start + batch_size]
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start:start + batch_size]
             batch = collate(chunk, pad_id=0).to(next(lm.parameters()).device)  # right padding, causal
             hidden = backbone_hidden(lm, batch).to(torch.float64).cpu()
-            rows = torch.arange(len(chunk))
-            hidden_last.append(hidden[rows, batch.last_index.cpu()])
-            hidden_prompt.append(hidden[rows, batch.last_index.cpu() - 1])
+            ends = batch.last_index.cpu()
+            for i, seq in enumerate(chunk):
+                last[seq], prompt[seq] = hidden[i, ends[i]], hidden[i, ends[i] - 1]
     lm.train(was_training)
-    last, prompt = torch.cat(hidden_last), torch.cat(hidden_prompt)
-    return OneTokenPairs(prompt[0::2], last[0::2], last[1::2],
+    return OneTokenPairs(torch.stack([prompt[s] for s in wanted[0::2]]), torch.stack([last[s] for s in wanted[0::2]]),
+                         torch.stack([last[s] for s in wanted[1::2]]),
                          torch.tensor(chosen, dtype=torch.long), torch.tensor(rejected, dtype=torch.long))
 
 
