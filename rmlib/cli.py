@@ -81,9 +81,22 @@ def _section(prefix: str, given, schema: dict, defaults: dict) -> dict:
     return {k: getattr(checked, f"{prefix}.{k}") for k in schema}
 
 
+def _float_text(value):
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; accept it where a float is expected."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def check_spec(spec: dict) -> dict:
     """The spec with defaults filled in, validated (raises :class:`ParameterError` naming the key)."""
     merged = {**copy.deepcopy(DEFAULTS), **spec}
+    for key, param in SCHEMA.items():
+        if param.type is float:
+            merged[key] = _float_text(merged[key])
     if "eval" in spec:  # an explicit eval mapping replaces the default one
         merged["eval"] = spec["eval"]
     out = vars(validate(merged, SCHEMA))

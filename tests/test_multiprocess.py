@@ -61,7 +61,7 @@ def test_shares_cover_every_index_once():
 def test_two_processes_match_one(tmp_path):
     data = write_data_dir(tmp_path / "data", n_train=9, n_test=7)
     spec = {"setting": "mp", "model": "tiny-random", "rm_type": "im", "lr": 3e-3, "batch_size": 4,
-            "micro_batch_size": 1, "epochs": 1, "checkpoint_every": None, "progress": False,
+            "micro_batch_size": 1, "epochs": 1, "checkpoint_every": 2, "progress": False,
             "data_dir": str(data), "eval_batch_size": 3, "train": {"data": "ultrafeedback", "split": "train"},
             "eval": {"held_out": {"data": "ultrafeedback", "split": "test"}}}
     spec_path = tmp_path / "spec.yaml"
@@ -89,6 +89,7 @@ def test_two_processes_match_one(tmp_path):
     (one_file,), (two_file,) = list((tmp_path / "one").glob("mp/*.json")), list((tmp_path / "two").glob("mp/*.json"))
     one, two_ = json.loads(one_file.read_text()), json.loads(two_file.read_text())
     assert (one["world_size"], two_["world_size"]) == (1, 2)
+    assert not list((tmp_path / "two").glob("mp/*.ckpt")), "the checkpoint (step 2) is removed after the run"
     assert one["run_id"] == two_["run_id"]  # the same run, whatever the number of processes
     steps_one, steps_two = one["history"]["steps"], two_["history"]["steps"]
     assert [s["pairs"] for s in steps_one] == [s["pairs"] for s in steps_two] == [4, 4, 1]

@@ -181,3 +181,13 @@ def test_sweep_failure_leaves_other_results_and_is_reported(tmp_path):
     assert "'rm_type': 'not-a-type'" in report.summary() and "unknown rm_type" in report.summary()
     with pytest.raises(SweepFailed, match="1 failed"):
         report.raise_if_failed()
+
+
+def test_command_line_sweep_grid():
+    from rmlib.cli import build_specs
+
+    specs = build_specs({"model": "tiny-random"}, sets=["train.limit=8", "lr=1e-5"],
+                        sweeps=["seed=0,1", "rm_type=ex,im"])
+    assert [(s["seed"], s["rm_type"]) for s in specs] == [(0, "ex"), (0, "im"), (1, "ex"), (1, "im")]
+    assert all(s["train"] == {"data": "ultrafeedback", "split": "train", "limit": 8} and s["lr"] == 1e-5
+               for s in specs)
