@@ -3,6 +3,14 @@
 Position ids are computed from the attention mask (``cumsum - 1``), so a sequence gets the same
 positions whether it is padded on the left, on the right, or not at all: its reward does not depend
 on the batch it sits in (tested to 1e-5).
+
+:func:`collate_pairs` (training) also packs each preference pair into one row that holds their shared
+prefix (the prompt) once: ``[shared | chosen tail | rejected tail]``, with an attention mask under which
+a tail sees the shared part and itself only, and position ids that restart after the shared part. Every
+token then has exactly the context, positions and hence hidden states it has alone (causal attention:
+the prompt's states never depend on the response), so rewards and gradients are those of the plain
+batch, with the prompt's forward and backward done once instead of twice and no padding between the
+two responses. ``Batch.packed`` carries this layout; the plain fields stay as they are.
 """
 
 from __future__ import annotations
@@ -15,16 +23,33 @@ from .formatting import Encoded
 
 
 @dataclass
+class PackedPairs:
+    """Pairs ``(chosen_i, rejected_i)`` packed one per row, their common prefix held once (see module doc)."""
+
+    input_ids: torch.Tensor       # [n, W] long
+    attention_mask: torch.Tensor  # [n, 1, W, W] bool, True where query (dim 2) may attend key (dim 3)
+    position_ids: torch.Tensor    # [n, W] long
+    rows: torch.Tensor            # [2n, T] long: packed row of each position of the plain [2n, T] batch
+    cols: torch.Tensor            # [2n, T] long: packed column of each position of the plain batch
+
+    def to(self, device) -> "PackedPairs":
+        return PackedPairs(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
+                                                     self.rows, self.cols)))
+
+
+@dataclass
 class Batch:
     input_ids: torch.Tensor       # [N, T] long
     attention_mask: torch.Tensor  # [N, T] long, 1 on real tokens
     position_ids: torch.Tensor    # [N, T] long
     response_mask: torch.Tensor   # [N, T] bool, True on response tokens
     last_index: torch.Tensor      # [N] index of the last real token
+    packed: PackedPairs | None = None  # set by collate_pairs: the same sequences, prefix-shared
 
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
-                                               self.response_mask, self.last_index)))
+                                               self.response_mask, self.last_index)),
+                     packed=None if self.packed is None else self.packed.to(device))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -50,3 +75,52 @@ def collate(sequences: list[Encoded], pad_id: int, padding_side: str = "right") 
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     last_index = width - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
     return Batch(input_ids, attention_mask, position_ids, response_mask, last_index)
+
+
+def shared_prefix_length(a: Encoded, b: Encoded) -> int:
+    """Number of leading token ids that two sequences have in common."""
+    n = 0
+    for x, y in zip(a.input_ids, b.input_ids):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int) -> Batch:
+    """The right-padded batch ``[chosen_1..chosen_n, rejected_1..rejected_n]`` plus its packed layout.
+
+    Row i of the packing is ``chosen_i[:L] + chosen_i[L:] + rejected_i[L:]`` with L the pair's shared
+    prefix length; tail tokens attend the shared part and their own tail (causally), padding attends
+    only itself (so no attention row is empty)."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(f"need equal, non-zero numbers of chosen and rejected sequences "
+                         f"({len(chosen)} vs {len(rejected)})")
+    plain = collate(list(chosen) + list(rejected), pad_id, "right")
+    n, width = len(chosen), plain.input_ids.shape[1]
+    shared = [shared_prefix_length(c, r) for c, r in zip(chosen, rejected)]
+    packed_width = max(len(c) + len(r) - s for c, r, s in zip(chosen, rejected, shared))
+    input_ids = torch.full((n, packed_width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n, packed_width), dtype=torch.long)
+    segment = torch.full((n, packed_width), 3, dtype=torch.long)  # 0 shared, 1 chosen tail, 2 rejected tail, 3 pad
+    rows = torch.arange(n).repeat(2)[:, None].expand(2 * n, width).clone()
+    cols = torch.zeros((2 * n, width), dtype=torch.long)
+    for i, (c, r, s) in enumerate(zip(chosen, rejected, shared)):
+        c_end = len(c)
+        r_end = c_end + len(r) - s
+        input_ids[i, :c_end] = torch.tensor(c.input_ids, dtype=torch.long)
+        input_ids[i, c_end:r_end] = torch.tensor(r.input_ids[s:], dtype=torch.long)
+        position_ids[i, :c_end] = torch.arange(c_end)
+        position_ids[i, c_end:r_end] = torch.arange(s, len(r))
+        segment[i, :s], segment[i, s:c_end], segment[i, c_end:r_end] = 0, 1, 2
+        cols[i, :len(c)] = torch.arange(len(c))
+        cols[n + i, :s] = torch.arange(s)
+        cols[n + i, s:len(r)] = torch.arange(c_end, r_end)
+    index = torch.arange(packed_width)
+    causal = index[None, :] <= index[:, None]                               # [W(query), W(key)]
+    key_seg, query_seg = segment[:, None, :], segment[:, :, None]
+    visible = (key_seg == 0) | ((key_seg == query_seg) & (key_seg != 3))
+    attention_mask = (causal & visible) | torch.eye(packed_width, dtype=torch.bool)
+    packed = PackedPairs(input_ids, attention_mask[:, None], position_ids, rows, cols)
+    return Batch(plain.input_ids, plain.attention_mask, plain.position_ids, plain.response_mask,
+                 plain.last_index, packed)

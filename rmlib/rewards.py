@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .batching import Batch, collate
+from .batching import Batch, collate, collate_pairs
 from .formatting import ChatFormatter, Encoded, grm_prompt
 from .losses import bradley_terry_loss, generative_loss
 from .models import hidden_size
@@ -29,11 +29,29 @@ RM_TYPES = ("ex", "im", "grm")
 VARIANTS = {"ex": ("last", "mean"), "im": ("ref", "no_ref"), "grm": ("yes",)}
 
 
+# Attention implementations that take a custom 4D mask as is (flash-attention kernels do not).
+PACKED_ATTENTION = ("sdpa", "eager")
+
+
 def backbone_hidden(lm, batch: Batch) -> torch.Tensor:
-    """Last-layer hidden states [N, T, D] of the LM's backbone (no logits are computed)."""
-    out = lm.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        position_ids=batch.position_ids, use_cache=False)
-    return out.last_hidden_state
+    """Last-layer hidden states [N, T, D] of the LM's backbone (no logits are computed).
+
+    A batch from :func:`~rmlib.batching.collate_pairs` runs packed (each pair's shared prompt once) and
+    its states are laid out back as the plain batch's [N, T, D]; the gather sums the two gradients of a
+    shared position in the backward pass, so gradients are exact."""
+    packed = batch.packed
+    attn = getattr(lm.config, "_attn_implementation", None)
+    if packed is None or attn not in PACKED_ATTENTION:
+        out = lm.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            position_ids=batch.position_ids, use_cache=False)
+        return out.last_hidden_state
+    mask = packed.attention_mask
+    if attn == "eager":  # eager attention adds the mask to the scores
+        dtype = lm.get_input_embeddings().weight.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    out = lm.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
+                        use_cache=False)
+    return out.last_hidden_state[packed.rows, packed.cols]
 
 
 def output_logits(lm, hidden: torch.Tensor) -> torch.Tensor:
@@ -103,6 +121,10 @@ class _RewardModel(nn.Module):
 
     def collate(self, sequences: list[Encoded], padding_side: str = "right") -> Batch:
         return collate(sequences, self.pad_id, padding_side)
+
+    def collate_pairs(self, chosen: list[Encoded], rejected: list[Encoded]) -> Batch:
+        """The batch ``[chosen..., rejected...]`` with each pair's shared prompt computed once."""
+        return collate_pairs(chosen, rejected, self.pad_id)
 
     def rewards_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs

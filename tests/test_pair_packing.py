@@ -1,0 +1,81 @@
+"""Prefix-shared packing of preference pairs (rmlib.batching.collate_pairs) gives exactly the plain batch's
+rewards and gradients, for every reward-model type and both attention implementations that take it."""
+
+import copy
+
+import pytest
+import torch
+
+from rmlib.batching import collate, collate_pairs, shared_prefix_length
+from rmlib.formatting import Encoded
+from rmlib.models import load_model
+from rmlib.rewards import build_reward_model
+
+PAIRS = [
+    {"prompt": "What is the capital of France?", "chosen": "Paris is the capital of France.",
+     "rejected": "I think it is Lyon, but I am not sure at all."},
+    {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Hi! How are you today?"},  # chosen is a prefix
+    {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return load_model("tiny-random", dtype="float32", seed=0)
+
+
+def _outputs_and_grads(rm, batch, ref):
+    rm.zero_grad(set_to_none=True)
+    outputs = rm(batch, ref)
+    loss, _, _ = rm.loss(outputs)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in rm.named_parameters() if p.grad is not None}
+    return outputs.detach(), grads
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("rm_type,variant", [("ex", "last"), ("ex", "mean"), ("im", "ref"), ("grm", "yes")])
+def test_packed_pairs_match_plain_batch(tiny_model, rm_type, variant, attn):
+    lm, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+    lm.config._attn_implementation = attn
+    rm = build_reward_model(rm_type, lm, tok, variant=variant, seed=0)
+    chosen = [rm.encode(p["prompt"], p["chosen"]) for p in PAIRS]
+    rejected = [rm.encode(p["prompt"], p["rejected"]) for p in PAIRS]
+    ref = None
+    if rm.needs_reference():
+        rm.cache_reference(chosen + rejected)
+        with torch.no_grad():  # move the policy away from the reference so rewards are not all zero
+            for p in lm.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        ref = rm.reference_logps(chosen + rejected)
+    plain_out, plain_grads = _outputs_and_grads(rm, collate(chosen + rejected, tok.pad_token_id), ref)
+    batch = collate_pairs(chosen, rejected, tok.pad_token_id)
+    assert batch.packed is not None
+    # the packed rows are shorter than chosen + rejected side by side: the prompt is held once
+    assert batch.packed.input_ids.shape[1] < 2 * batch.input_ids.shape[1]
+    packed_out, packed_grads = _outputs_and_grads(rm, batch, ref)
+    torch.testing.assert_close(packed_out, plain_out, rtol=1e-5, atol=1e-6)
+    assert packed_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(packed_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packing_layout():
+    c = Encoded((1, 2, 3, 4, 5), 3)
+    r = Encoded((1, 2, 3, 9), 3)
+    assert shared_prefix_length(c, r) == 3
+    batch = collate_pairs([c], [r], pad_id=0)
+    assert batch.packed.input_ids.tolist() == [[1, 2, 3, 4, 5, 9]]
+    assert batch.packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 3]]
+    mask = batch.packed.attention_mask[0, 0]
+    assert mask[5].tolist() == [True, True, True, False, False, True]  # rejected tail: prompt + itself
+    assert mask[4].tolist() == [True, True, True, True, True, False]   # chosen tail: causal
+    # the plain layout is recovered position by position
+    plain = collate([c, r], 0)
+    recovered = batch.packed.input_ids[batch.packed.rows, batch.packed.cols] * plain.attention_mask
+    assert torch.equal(recovered, plain.input_ids * plain.attention_mask)
+
+
+def test_collate_pairs_rejects_unequal_lists():
+    with pytest.raises(ValueError, match="equal, non-zero"):
+        collate_pairs([Encoded((1, 2), 1)], [], pad_id=0)
