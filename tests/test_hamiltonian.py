@@ -1,0 +1,140 @@
+"""The Hamiltonian-cycle task (Section 3.2, Appendix D.1): generator, formats, verifier."""
+
+import random
+
+import pytest
+
+from rmlib.formatting import ChatFormatter
+from rmlib.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
+                               is_hamiltonian_order, make_dataset, make_splits, parse_prompt, parse_response,
+                               prepare_model, random_graph, random_non_cycle)
+
+
+def square_with_diagonal():
+    """0-1-2-3-0 plus the diagonal 0-2: Hamiltonian cycles are 0,1,2,3 (either direction)."""
+    return Graph(4, frozenset({(0, 1), (1, 2), (2, 3), (0, 3), (0, 2)}))
+
+
+@pytest.mark.parametrize("text", ["0[sep]1[sep]2[sep]3[sep]", "0[sep]3[sep]2[sep]1[sep]", "2[sep]3[sep]0[sep]1[sep]",
+                                  " 0 [sep] 1[sep]2[sep]3", "0[sep]1[sep]2[sep]3[sep]0[sep]"])
+def test_verifier_accepts_valid_cycles(text):
+    assert is_hamiltonian_cycle(square_with_diagonal(), text)
+
+
+@pytest.mark.parametrize("text", [
+    "0[sep]2[sep]1[sep]3[sep]",        # 1-3 is not an edge
+    "0[sep]1[sep]3[sep]2[sep]",        # 1-3 missing
+    "0[sep]1[sep]2[sep]2[sep]",        # repeated vertex
+    "0[sep]1[sep]2[sep]",              # too short (closing edge 2-0 exists, but 3 is unvisited)
+    "0[sep]1[sep]2[sep]3[sep]0[sep]1[sep]",  # too long
+    "0[sep]1[sep]2[sep]4[sep]",        # vertex out of range
+    "0[sep]1[sep]two[sep]3[sep]",      # non-numeric
+    "0[sep]-1[sep]2[sep]3[sep]",       # negative
+    "0[sep]1[sep][sep]2[sep]3[sep]",   # empty field
+    "0[edge_sep]1[sep]2[sep]3[sep]",   # wrong separator
+    "0 1 2 3", "", "   ", "[sep]", "[sep][sep]", "0[sep]1[sep]2[sep]3[sep]<|im_end|>", "٠[sep]1[sep]2[sep]3[sep]",
+])
+def test_verifier_rejects_invalid_text(text):
+    assert not is_hamiltonian_cycle(square_with_diagonal(), text)
+
+
+def test_verifier_rejects_missing_closing_edge():
+    path = Graph(4, frozenset({(0, 1), (1, 2), (2, 3)}))  # a Hamiltonian path, not a cycle
+    assert not is_hamiltonian_cycle(path, "0[sep]1[sep]2[sep]3[sep]")
+    assert is_hamiltonian_cycle(Graph(4, path.edges | {(0, 3)}), "0[sep]1[sep]2[sep]3[sep]")
+
+
+@pytest.mark.parametrize("garbage", [None, 12, b"0[sep]1", ["0", "1"], "\x00" * 5, "9" * 5000 + "[sep]"])
+def test_verifier_never_raises(garbage):
+    assert is_hamiltonian_cycle(square_with_diagonal(), garbage) is False
+
+
+def test_parse_response():
+    assert parse_response("3[sep]1[sep]0[sep]2[sep]") == [3, 1, 0, 2]
+    assert parse_response("3[sep]1[sep]x[sep]") is None
+    assert parse_response("") is None
+
+
+def test_graph_rejects_bad_edges():
+    with pytest.raises(ValueError, match="edge"):
+        Graph(4, frozenset({(1, 1)}))
+    with pytest.raises(ValueError, match="edge"):
+        Graph(4, frozenset({(2, 5)}))
+    with pytest.raises(ValueError, match="n >= 3"):
+        Graph(2, frozenset())
+
+
+@pytest.mark.parametrize("n,p", [(8, 0.1), (10, 0.2), (12, 0.3)])
+def test_generator_plants_a_hamiltonian_cycle(n, p):
+    rng = random.Random(1)
+    for _ in range(20):
+        graph, order = random_graph(n, p, rng)
+        assert sorted(order) == list(range(n))
+        assert is_hamiltonian_order(graph, order)
+        assert graph.n == n
+
+
+def test_generator_edge_density_follows_p():
+    rng = random.Random(0)
+    n, p, trials = 10, 0.2, 300
+    extra = sum(len(random_graph(n, p, rng)[0].edges) - n for _ in range(trials))
+    expected = trials * p * (n * (n - 1) // 2 - n)
+    assert abs(extra - expected) < 0.1 * expected
+    assert all(len(random_graph(n, 0.0, rng)[0].edges) == n for _ in range(5))
+    assert len(random_graph(n, 1.0, rng)[0].edges) == n * (n - 1) // 2
+
+
+def test_prompt_format_matches_appendix_d1():
+    graph = Graph(4, frozenset({(0, 1), (1, 2), (2, 3), (0, 3)}))
+    assert format_prompt(graph) == (f"Vertices: {SEP}0{SEP}1{SEP}2{SEP}3\n"
+                                    f"Edges: {SEP}0{EDGE_SEP}1{SEP}0{EDGE_SEP}3{SEP}1{EDGE_SEP}2{SEP}2{EDGE_SEP}3")
+    assert format_response([0, 9, 5]) == "0[sep]9[sep]5[sep]"
+
+
+def test_prompt_roundtrip_and_bad_prompt():
+    rng = random.Random(3)
+    graph, _ = random_graph(10, 0.2, rng)
+    assert parse_prompt(format_prompt(graph, rng)) == graph
+    with pytest.raises(ValueError, match="not a Hamiltonian-cycle prompt"):
+        parse_prompt("Vertices: 0 1 2")
+
+
+def test_dataset_rows_are_valid_preferences():
+    rows = make_dataset(50, n_vertices=10, p=0.2, seed=0)
+    for row in rows:
+        graph = parse_prompt(row["prompt"])
+        assert graph.n == 10
+        assert is_hamiltonian_cycle(graph, row["chosen"])
+        assert not is_hamiltonian_cycle(graph, row["rejected"])
+        chosen, rejected = parse_response(row["chosen"]), parse_response(row["rejected"])
+        assert chosen[0] == rejected[0] == 0          # no first-token shortcut
+        assert sorted(chosen) == sorted(rejected) == list(range(10))  # both are vertex permutations
+        assert row["chosen"].endswith(SEP) and row["chosen"].count(SEP) == 10
+
+
+def test_dataset_is_seeded():
+    assert make_dataset(20, 10, 0.2, seed=5) == make_dataset(20, 10, 0.2, seed=5)
+    assert make_dataset(20, 10, 0.2, seed=5) != make_dataset(20, 10, 0.2, seed=6)
+    train, test = make_splits(30, 10, 10, 0.2, seed=1)
+    assert len(train) == 30 and len(test) == 10
+    assert {r["prompt"] for r in train}.isdisjoint(r["prompt"] for r in test)
+    with pytest.raises(ValueError, match="n_examples"):
+        make_dataset(0)
+
+
+def test_random_non_cycle_fails_clearly_on_complete_graph():
+    complete = Graph(4, frozenset((u, v) for u in range(4) for v in range(u + 1, 4)))
+    with pytest.raises(ValueError, match="complete"):
+        random_non_cycle(complete, random.Random(0), max_tries=50)
+
+
+def test_special_tokens_tokenize_as_single_tokens(fresh_tiny):
+    model, tokenizer = fresh_tiny
+    assert set(prepare_model(model, tokenizer)) == {SEP, EDGE_SEP}
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    row = make_dataset(1, 10, 0.2, seed=0)[0]
+    encoded = ChatFormatter(tokenizer).encode(row["prompt"], row["chosen"])
+    response = tokenizer.convert_ids_to_tokens(list(encoded.response_ids))
+    assert response[:20] == [t for v in parse_response(row["chosen"]) for t in (str(v), SEP)]
+    prompt = tokenizer.convert_ids_to_tokens(list(encoded.input_ids[:encoded.response_start]))
+    assert prompt.count(SEP) == row["prompt"].count(SEP) and prompt.count(EDGE_SEP) == row["prompt"].count(EDGE_SEP)
