@@ -102,6 +102,16 @@ def test_results_page_is_generated_from_summaries(tmp_path):
     assert "02_b.json` is missing" in page  # a notebook without a summary is said so, not skipped silently
 
 
+def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
+    (tmp_path / "a.html").write_text('<script src="https://cdn.jsdelivr.net/npm/x@1/dist/index.js"></script>'
+                                     '<link rel="stylesheet" href="//example.org/style.css">'
+                                     '<a href="https://arxiv.org/abs/2507.07981">paper</a>')
+    (tmp_path / "b.html").write_text('<script src="_vendor/require.js"></script>'
+                                     '<a href="https://arxiv.org/abs/2507.07981">paper</a>')
+    assert vendor_js.cdn_urls(tmp_path) == {
+        "a.html": ["//example.org/style.css", "https://cdn.jsdelivr.net/npm/x@1/dist/index.js"]}
+
+
 # ---------------------------------------------------------------------------------------------------
 # the smoke build of the real notebooks
 
@@ -273,14 +283,15 @@ def test_rho_explorer_responds(site, browser):
         current = select.input_value()
         select.select_option(next(v for v in options if v != current))
         page.wait_for_function("([el, old]) => Array.from(el.querySelectorAll('.rho-cell'))"
-                               ".map(c => c.outerHTML).join('') !== old", arg=[explorer.element_handle(), "".join(before)],
-                               timeout=WAIT_MS)
+                               ".map(c => c.outerHTML).join('') !== old",
+                               arg=[explorer.element_handle(), "".join(before)], timeout=WAIT_MS)
         assert heatmap() != before
 
         assert explorer.locator(".rho-token-active").count() == 0
         explorer.locator(".rho-cell").first.hover()
         page.wait_for_selector(".rho-token-active", timeout=WAIT_MS)
-        assert explorer.locator(".rho-token-active").count() >= 2, "hovering a cell should highlight its two tokens"
+        assert explorer.locator(".rho-token-active").count() >= 2, \
+            "hovering a cell should highlight its two tokens"
         assert not visit.problems, visit.problems
     finally:
         visit.close()

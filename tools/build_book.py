@@ -103,7 +103,6 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
     from papermill.exceptions import PapermillExecutionError
 
     layout.executed.mkdir(parents=True, exist_ok=True)
-    lib_hash = rmlib_hash()
     records = []
     for i, notebook in enumerate(notebooks, 1):
         stem = notebook.stem
@@ -112,7 +111,7 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
         stamp_path = layout.stamp(stem)
         summary = layout.results / "summaries" / f"{stem}.json"
         key = {"profile": profile, "notebook": sha256_files([notebook]), "params": sha256_files([pfile]),
-               "rmlib": lib_hash}
+               "rmlib": rmlib_hash()}  # hashed now: the kernel imports rmlib as it is when the notebook starts
         previous = json.loads(stamp_path.read_text()) if stamp_path.exists() else None
         header = f"[{i}/{len(notebooks)}] {stem} ({profile})"
         if (not force and previous and output.exists() and previous.get("key") == key

@@ -122,7 +122,8 @@ def install(site: Path, cache: Path) -> Path:
 
 
 # a resource the browser loads by itself (not a hyperlink the reader may follow) from another host
-REMOTE_RESOURCE = re.compile(r"<(?:script|img|iframe|source|embed|audio|video)\b[^>]*?\bsrc=[\"']?((?:https?:)?//[^\"'\s>]+)"
+REMOTE_RESOURCE = re.compile(r"<(?:script|img|iframe|source|embed|audio|video)\b[^>]*?\bsrc=[\"']?"
+                             r"((?:https?:)?//[^\"'\s>]+)"
                              r"|<link\b[^>]*?\bhref=[\"']?((?:https?:)?//[^\"'\s>]+)", re.IGNORECASE)
 
 
