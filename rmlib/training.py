@@ -121,7 +121,7 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         resume = ckpt.latest_checkpoint(checkpoint_dir)
     if rm.needs_reference():
         if resume is not None:  # pi_ref is the *initial* model: take its log-probs from the checkpoint
-            rm._reference = ckpt.load_reference(resume)
+            rm._reference.update(ckpt.load_reference(resume))
             missing = sum(s not in rm._reference for s in (*chosen, *rejected, *reference_sequences))
             if missing:
                 raise ckpt.CheckpointMismatch(f"checkpoint {resume} lacks reference log-probs of {missing} "

@@ -13,7 +13,7 @@ import torch
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model, response_token_logprobs, sequence_logprobs
 
-LONG = "alpha beta gamma delta epsilon zeta eta theta " * 60  # ~480 response tokens
+LONG = "alpha beta gamma delta epsilon zeta eta theta " * 30  # ~240 response tokens
 
 
 def _rm_and_batch(rm_type, lm, tok):
@@ -41,8 +41,8 @@ def test_sequence_logprobs_are_summed_in_fp32(setting, bf16_model, tiny):
         sums = sequence_logprobs(lm, batch)
     assert token_logps.dtype == torch.float32 and sums.dtype == torch.float32
     exact = torch.zeros(2, dtype=torch.float64).index_add(0, rows, token_logps.double())
-    assert int((rows == 0).sum()) > 400 and float(exact[0]) < -1000  # a long, large-magnitude sum
-    torch.testing.assert_close(sums.double(), exact, rtol=1e-5, atol=1e-5)  # bf16 spacing here: 32
+    assert int((rows == 0).sum()) > 200 and float(exact[0]) < -1000  # a long, large-magnitude sum
+    torch.testing.assert_close(sums.double(), exact, rtol=1e-5, atol=1e-5)  # bf16 spacing here: 16
 
 
 @pytest.mark.parametrize("rm_type", ["ex", "im", "grm"])

