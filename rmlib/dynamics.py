@@ -237,21 +237,16 @@ def measure_fixed_hidden(kind: str, theta0: torch.Tensor, bar, plus, minus, etas
     (grad,) = torch.autograd.grad(loss, theta)
     with torch.no_grad():
         r0 = float(reward(theta, bar))
-        if kind == "ex":
-            g = sigmoid(float(r_minus - r_plus))
+        if kind == "ex":  # first-order changes per unit step size
+            per_eta = predict_ex(bar.last, plus.last, minus.last, sigmoid(float(r_minus - r_plus)), 1.0)
         elif kind == "im":
-            g = sigmoid(float(r_minus - r_plus))
-            U0 = theta.detach()
+            per_eta = predict_im(bar, plus, minus, theta.detach(), sigmoid(float(r_minus - r_plus)), beta, 1.0).delta
+        else:
+            per_eta = predict_grm(bar, plus, minus, theta.detach(), yes, no, 1.0)
         rows = []
         for eta in etas:
-            theta1 = theta - eta * grad
-            measured = float(reward(theta1, bar)) - r0
-            if kind == "ex":
-                predicted = predict_ex(bar.last, plus.last, minus.last, g, eta)
-            elif kind == "im":
-                predicted = predict_im(bar, plus, minus, U0, g, beta, eta).delta
-            else:
-                predicted = predict_grm(bar, plus, minus, theta.detach(), yes, no, eta)
+            measured = float(reward(theta - eta * grad, bar)) - r0
+            predicted = per_eta * eta
             rows.append({"eta": float(eta), "predicted": predicted, "measured": measured,
                          "error": measured - predicted})
     return rows
@@ -378,7 +373,9 @@ def simulate_theorem2(train: OneTokenPairs, evaluation: OneTokenPairs, U0: torch
     bit-identical rewards. ``eta`` must satisfy the theorem's bound (checked).
 
     Returns a dict with per-recorded-step lists for both models (train/eval accuracy, loss; for the
-    EX-RM the cosine between u(t) and u*), u*, its evaluation accuracy, B, the bound, and the largest
+    EX-RM the cosine between u(t) and u*, and between u* and the part of u(t) in the span of the training
+    differences -- the rest is u(0)'s and never changes, it only fades as ||u(t)|| grows like log t),
+    u*, its evaluation accuracy, B, the bound, and the largest
     change of any unseen token's row of U (0.0 when the theorem's argument holds exactly)."""
     B, bound = theorem2_eta_bound(train, beta)
     if not 0 < eta < bound:
@@ -392,13 +389,15 @@ def simulate_theorem2(train: OneTokenPairs, evaluation: OneTokenPairs, U0: torch
     d_train = (train.h_chosen - train.h_rejected).double()
     d_eval = (evaluation.h_chosen - evaluation.h_rejected).double()
     u_star = torch.from_numpy(max_margin_separator(d_train.numpy()))
-    record = sorted(set(record)) if record else list(range(max(steps_ex, steps_im) + 1))
+    record = set(record) if record else set(range(max(steps_ex, steps_im) + 1))
     out = {"B": B, "eta_bound": bound, "eta": eta, "beta": beta, "u_star": u_star.numpy(),
            "u_star_eval_accuracy": separator_accuracy(u_star.numpy(), d_eval.numpy()),
            "u_star_train_accuracy": separator_accuracy(u_star.numpy(), d_train.numpy()),
-           "ex": {k: [] for k in ("step", "train_accuracy", "eval_accuracy", "loss", "cosine")},
+           "ex": {k: [] for k in ("step", "train_accuracy", "eval_accuracy", "loss", "cosine", "cosine_span")},
            "im": {k: [] for k in ("step", "train_accuracy", "eval_accuracy", "loss")}}
     u = u0.detach().double().clone()
+    span, _ = torch.linalg.qr(d_train.T)  # GD moves u only inside the span of the training differences
+    cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
     for t in range(steps_ex + 1):
         margins = d_train @ u
         if t in record:
@@ -408,7 +407,8 @@ def simulate_theorem2(train: OneTokenPairs, evaluation: OneTokenPairs, U0: torch
             m_eval = d_eval @ u
             ex["eval_accuracy"].append(_accuracy(m_eval, torch.zeros_like(m_eval)))
             ex["loss"].append(float(F.softplus(-margins).mean()))
-            ex["cosine"].append(float(u @ u_star / (u.norm() * u_star.norm())))
+            ex["cosine"].append(cos(u, u_star))
+            ex["cosine_span"].append(cos(span @ (span.T @ u), u_star))
         if t < steps_ex:  # grad of mean softplus(-<u, d_i>) = -mean sigma(-m_i) d_i
             u = u + eta * (torch.sigmoid(-margins)[:, None] * d_train).mean(0)
     out["u_final"] = u.numpy()
