@@ -162,7 +162,9 @@ class ExplicitRM(_RewardModel):
         return ((hidden * mask).sum(1).float() / mask.sum(1).float())
 
     def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(batch)).squeeze(-1)
+        features = self.features(batch)
+        with torch.autocast(features.device.type, enabled=False):  # the fp32 head stays fp32 under bf16 autocast
+            return self.head(features.float()).squeeze(-1)
 
 
 class ImplicitRM(_RewardModel):

@@ -55,11 +55,7 @@ def test_rewards_are_fp32_with_bf16_weights(rm_type, bf16_model):
         assert rm.head.weight.dtype == torch.float32  # the head stays fp32 on a bf16 backbone
 
 
-@pytest.mark.parametrize("rm_type", [
-    pytest.param("ex", marks=pytest.mark.xfail(strict=True, reason=(
-        "ExplicitRM.forward runs its fp32 head under autocast, which computes it in bf16; fix in "
-        "rmlib/rewards.py: run self.head with torch.autocast(device_type, enabled=False) on fp32 features"))),
-    "im", "grm"])
+@pytest.mark.parametrize("rm_type", ["ex", "im", "grm"])
 def test_rewards_are_fp32_under_bf16_autocast(rm_type, tiny):
     rm, batch, ref = _rm_and_batch(rm_type, *tiny)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
