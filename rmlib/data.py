@@ -132,6 +132,8 @@ def load_preferences(name: str, split: str = "train", data_dir: str | Path | Non
     if source not in ("auto", "local", "hub"):
         raise ValueError(f"source must be 'auto', 'local' or 'hub', got {source!r}")
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    if data_dir is not None and not folder.is_dir():
+        raise DataNotAvailable(f"data directory {folder} (given as data_dir) does not exist")
     path = folder / name / f"{split}.jsonl"
     if source == "local" or (source == "auto" and path.exists()):
         if not path.exists():

@@ -47,8 +47,9 @@ def test_real_mirror_has_one_identical_pair_in_uf_train():
 def test_bad_names_and_directories(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown data set 'ultrafedback'; accepted: ultrafeedback"):
         load_preferences("ultrafedback")
-    with pytest.raises(DataNotAvailable, match="does not exist"):
-        load_preferences("ultrafeedback", "train", data_dir=tmp_path / "nowhere", source="local")
+    for source in ("local", "auto"):  # an explicit directory that is missing is named, never bypassed
+        with pytest.raises(DataNotAvailable, match="nowhere .*does not exist"):
+            load_preferences("ultrafeedback", "train", data_dir=tmp_path / "nowhere", source=source)
     monkeypatch.setenv("RMLIB_DATA_DIR", str(tmp_path))
     write_rows(tmp_path / "rewardmath" / "train.jsonl", [GOOD] * 5)
     assert len(load_preferences("rewardmath", "train")) == 5
