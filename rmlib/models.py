@@ -105,6 +105,7 @@ def tiny_random_config(vocab_size: int, hidden_size: int = 64, layers: int = 2) 
 
 def load_tokenizer(name: str):
     """Tokenizer for a model name; the tiny random model shares SmolLM2's tokenizer."""
+    name = PAPER_MODELS.get(name, name)
     if name in (OFFLINE_DEFAULT, TINY_RANDOM):
         return AutoTokenizer.from_pretrained(smollm2_folder())
     return _from_hub_or_path(AutoTokenizer, name)

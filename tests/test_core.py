@@ -229,3 +229,11 @@ def test_dated_chat_template_is_deterministic(fresh_tiny):
     enc = ChatFormatter(tok).encode("Hi", "Hello")
     assert "Today Date: 26 Jul 2024" in tok.decode(enc.input_ids)
     assert tok.decode(enc.response_ids) == "Hello<|im_end|>"
+
+
+def test_paper_model_names_resolve_to_hub_ids(monkeypatch):
+    import rmlib.models as models
+    seen = []
+    monkeypatch.setattr(models, "_from_hub_or_path", lambda cls, name, **kw: seen.append(name))
+    models.load_tokenizer("gemma-2-2b-it")
+    assert seen == ["google/gemma-2-2b-it"]
