@@ -18,7 +18,8 @@ What is compared (every measurement in a fresh subprocess, rmlib and TRL runs in
   number of optimizer steps, same EX-RM head initialization, no gradient checkpointing, no bf16.
 * Timed: the training call (``train`` / ``trainer.train()``), including rmlib's one-off reference
   log-prob caching. Not timed: imports, model loading, tokenization.
-* Reported per run: pairs/s, tokens/s (real tokens of the chosen and rejected sequences, counted the same
+* Reported per run: pairs/s (wall clock), pairs per CPU-second of the child (steadier when the machine
+  is shared), tokens/s (real tokens of the chosen and rejected sequences, counted the same
   way for both), achieved FLOP/s = 6 x parameters x tokens / time (a full fine-tuning step's usual
   estimate) as a fraction of this machine's measured fp32 matmul peak (2048 x 2048, 2 threads), peak
   resident memory of the child process (``ru_maxrss``, model loading included), the final step's loss.
@@ -137,14 +138,15 @@ def child_rmlib(spec: dict) -> dict:
     config = TrainConfig(epochs=spec.get("epochs", 1), lr=spec["lr"], batch_size=spec["batch_size"],
                          micro_batch_size=spec["micro_batch_size"], seed=0, shuffle=False,
                          max_steps=spec["steps"], progress=False)
-    t0 = time.perf_counter()
+    loaded_mb = _peak_rss_mb()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     history = train(rm, chosen, rejected, config)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     per_epoch_tokens = sum(len(s) for s in chosen + rejected)
-    return {"seconds": seconds, "pairs": history.pairs, "tokens": history.tokens,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pairs": history.pairs, "tokens": history.tokens,
             "tokens_check": per_epoch_tokens * config.epochs,
             "final_loss": history.steps[-1]["loss"], "mean_loss": statistics.mean(s["loss"] for s in history.steps),
-            "params": sum(p.numel() for p in lm.parameters()), "peak_rss_mb": _peak_rss_mb()}
+            "params": sum(p.numel() for p in lm.parameters()), "peak_rss_mb": _peak_rss_mb(), "loaded_rss_mb": loaded_mb}
 
 
 def _training_args(config_cls, spec: dict, output_dir: str, **extra):
@@ -216,14 +218,15 @@ def child_trl(spec: dict) -> dict:
             d = trainer.train_dataset
             tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(d["prompt_ids"], d["chosen_ids"],
                                                                           d["rejected_ids"]))
-        t0 = time.perf_counter()
+        loaded_mb = _peak_rss_mb()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"seconds": seconds, "pairs": spec["steps"] * spec["batch_size"], "tokens": tokens,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pairs": spec["steps"] * spec["batch_size"], "tokens": tokens,
             "rmlib_tokens": sum(len(c) + len(r) for c, r in zip(chosen, rejected)),
             "final_loss": losses[-1], "mean_loss": statistics.mean(losses),
-            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb()}
+            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "loaded_rss_mb": loaded_mb}
 
 
 def child_vocab(spec: dict) -> dict:
@@ -312,6 +315,7 @@ def main(argv=None) -> int:
     parser.add_argument("--persona-micro-batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--beta", type=float, default=0.01)
+    parser.add_argument("--rm-types", default="ex,im", help="comma-separated: ex, im")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every configuration")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", default="peak,main,ablation,reference,vocab",
@@ -360,12 +364,15 @@ def main(argv=None) -> int:
               f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s (512x512)", flush=True)
 
     datasets = [d for d in args.datasets.split(",") if d]
+    rm_types = [r for r in args.rm_types.split(",") if r]
+    if set(rm_types) - {"ex", "im"}:
+        parser.error(f"--rm-types: unknown {sorted(set(rm_types) - {'ex', 'im'})}; accepted: ex, im")
     main_results: dict = {}
     if "main" in parts or "ablation" in parts:
         impls = (["rmlib", "trl"] if "main" in parts else []) + (["rmlib-plain"] if "ablation" in parts else [])
         for rep in range(args.repeats):
             for dataset in datasets:
-                for rm in ("ex", "im"):
+                for rm in rm_types:
                     for impl in impls:
                         spec = dict(base_spec(dataset, rm), kind="trl" if impl == "trl" else "rmlib")
                         if impl == "rmlib-plain":
@@ -374,7 +381,8 @@ def main(argv=None) -> int:
                         main_results.setdefault((dataset, rm, impl), []).append(result)
                         print(f"  [{rep + 1}/{args.repeats}] {dataset:>13} {rm.upper()}-RM {impl:>11}: "
                               f"{result['pairs'] / result['seconds']:.2f} pairs/s, "
-                              f"{result['peak_rss_mb']:.0f} MB, final loss {result['final_loss']:.6f}", flush=True)
+                              f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['loaded_rss_mb']:.0f} MB before training), "
+                              f"final loss {result['final_loss']:.6f}", flush=True)
         raw["main"] = [{"dataset": d, "rm": r, "impl": i, "runs": v} for (d, r, i), v in main_results.items()]
 
     reference_results: dict = {}
@@ -403,14 +411,15 @@ def main(argv=None) -> int:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (numbers from a shared machine are noisy)\n")
     if main_results:
         peak_flops = peak["fp32_gflops"] * 1e9 if peak else float("nan")
-        headers = ["data", "RM", "impl", "pairs/s", "tokens/s", "GFLOP/s", "of peak", "peak RSS MB",
+        headers = ["data", "RM", "impl", "pairs/s", "pairs/CPU-s", "tokens/s", "GFLOP/s", "of peak", "peak RSS MB",
                    "final loss", "mean loss", "runs"]
         rows, ratios = [], []
         for (dataset, rm, impl), runs in main_results.items():
             pairs_s = median([r["pairs"] / r["seconds"] for r in runs])
             tokens_s = median([r["tokens"] / r["seconds"] for r in runs])
             flops = 6 * runs[0]["params"] * tokens_s
-            rows.append([dataset, rm.upper(), impl, fmt(pairs_s), fmt(tokens_s, 0), fmt(flops / 1e9, 1),
+            pairs_cpu = median([r["pairs"] / r["cpu_seconds"] for r in runs])
+            rows.append([dataset, rm.upper(), impl, fmt(pairs_s), fmt(pairs_cpu, 3), fmt(tokens_s, 0), fmt(flops / 1e9, 1),
                          f"{flops / peak_flops:.0%}" if peak else "-", fmt(median([r["peak_rss_mb"] for r in runs]), 0),
                          f"{median([r['final_loss'] for r in runs]):.6f}",
                          f"{median([r['mean_loss'] for r in runs]):.6f}", str(len(runs))])
@@ -418,16 +427,18 @@ def main(argv=None) -> int:
               "tokens/s)")
         print(table(headers, rows))
         for dataset in datasets:
-            for rm in ("ex", "im"):
+            for rm in rm_types:
                 mine, theirs = main_results.get((dataset, rm, "rmlib")), main_results.get((dataset, rm, "trl"))
                 plain = main_results.get((dataset, rm, "rmlib-plain"))
                 if mine and theirs:
                     speed = median([r["pairs"] / r["seconds"] for r in mine]) / median(
                         [r["pairs"] / r["seconds"] for r in theirs])
+                    speed_cpu = median([r["pairs"] / r["cpu_seconds"] for r in mine]) / median(
+                        [r["pairs"] / r["cpu_seconds"] for r in theirs])
                     memory = median([r["peak_rss_mb"] for r in mine]) / median([r["peak_rss_mb"] for r in theirs])
                     loss_gap = abs(median([r["final_loss"] for r in mine]) - median([r["final_loss"] for r in theirs]))
                     target = 2.0 if rm == "im" else 1.3
-                    ratios.append([dataset, rm.upper(), f"{speed:.2f}x", f"{target:.1f}x",
+                    ratios.append([dataset, rm.upper(), f"{speed:.2f}x", f"{speed_cpu:.2f}x", f"{target:.1f}x",
                                    "met" if speed >= target else f"missed by {target - speed:.2f}x",
                                    f"{memory:.2f}", "met" if memory <= 1 else "missed", f"{loss_gap:.1e}"])
                 if mine and plain:
@@ -437,7 +448,8 @@ def main(argv=None) -> int:
                           f"padded batch")
         if ratios:
             print("\nrmlib / TRL (ratio of medians)")
-            print(table(["data", "RM", "speed", "target", "speed target", "memory", "memory target",
+            print("(speed: pairs/s, wall clock; CPU: pairs per CPU-second of the child, steadier on a shared machine)")
+            print(table(["data", "RM", "speed", "speed (CPU)", "target", "speed target", "memory", "memory target",
                          "|final loss gap|"], ratios))
     if reference_results:
         rows = []

@@ -18,6 +18,7 @@ Rewards and log-probs are always accumulated in fp32, also when the model runs i
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .batching import Batch, collate, collate_pairs
@@ -63,16 +64,32 @@ def output_logits(lm, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+# Above this many logits (2^27 fp32 = 512 MiB) kept for the backward pass, gather_logprobs recomputes each
+# chunk's logits in the backward pass instead (one more output-layer product over those positions).
+RECOMPUTE_LOGITS_ABOVE = 2 ** 27
+
+
+def _target_logprobs(lm, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logits = output_logits(lm, hidden)
+    return logits.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
 def gather_logprobs(lm, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """ln pi(target | context) for M positions: logit[target] - logsumexp(logits), in chunks of positions.
 
     Only [chunk, V] logits exist at a time in the forward pass; no full log_softmax over the vocabulary
-    is ever materialized (vocabularies reach 128k-262k)."""
+    is ever materialized (vocabularies reach 128k-262k). With gradients, autograd would keep every chunk's
+    logits ([M, V] in all) for the backward pass; beyond :data:`RECOMPUTE_LOGITS_ABOVE` of them, each
+    chunk is checkpointed instead (recomputed, chunk by chunk, in the backward pass)."""
+    recompute = (torch.is_grad_enabled() and hidden.requires_grad
+                 and hidden.shape[0] * lm.get_output_embeddings().weight.shape[0] > RECOMPUTE_LOGITS_ABOVE)
     pieces = []
     for start in range(0, hidden.shape[0], chunk):
-        logits = output_logits(lm, hidden[start:start + chunk])
-        target = targets[start:start + chunk]
-        pieces.append(logits.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
+        h, target = hidden[start:start + chunk], targets[start:start + chunk]
+        if recompute:
+            pieces.append(torch.utils.checkpoint.checkpoint(_target_logprobs, lm, h, target, use_reentrant=False))
+        else:
+            pieces.append(_target_logprobs(lm, h, target))
     if not pieces:
         return hidden.new_zeros(0, dtype=torch.float32)
     return torch.cat(pieces)

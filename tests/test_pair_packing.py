@@ -79,3 +79,22 @@ def test_packing_layout():
 def test_collate_pairs_rejects_unequal_lists():
     with pytest.raises(ValueError, match="equal, non-zero"):
         collate_pairs([Encoded((1, 2), 1)], [], pad_id=0)
+
+
+def test_recomputed_logits_give_the_same_log_probs_and_gradients(tiny_model, monkeypatch):
+    """gather_logprobs with its chunks checkpointed (long vocabularies) equals the kept-logits path."""
+    import rmlib.rewards as rewards
+
+    lm, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+    rm = build_reward_model("im", lm, tok, variant="no_ref")
+    batch = collate([rm.encode(p["prompt"], p["chosen"]) for p in PAIRS], tok.pad_token_id)
+    results = []
+    for threshold in (rewards.RECOMPUTE_LOGITS_ABOVE, 0):
+        monkeypatch.setattr(rewards, "RECOMPUTE_LOGITS_ABOVE", threshold)
+        lm.zero_grad(set_to_none=True)
+        logps = rewards.sequence_logprobs(lm, batch)
+        logps.sum().backward()
+        results.append((logps.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for name in results[0][1]:
+        torch.testing.assert_close(results[1][1][name], results[0][1][name], msg=name)
