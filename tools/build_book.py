@@ -253,7 +253,9 @@ def assemble_source(records: list[dict], layout: Layout, profile: str, book_dir:
     toc = {"format": "jb-book", "root": "intro",
            "chapters": [{"file": s} for s in stems] + [{"file": "results"}, {"file": "rerun"}]}
     (layout.src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
-    config = yaml.safe_load((book_dir / "_config.yml").read_text(encoding="utf-8"))
+    config_path = book_dir / "_config.yml"  # a custom book folder may carry its own; else the repo's top level
+    config_path = config_path if config_path.exists() else ROOT / "_config.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     if profile != "cpu":
         config["title"] = f"{config['title']} ({profile})"
     if profile == "smoke":
