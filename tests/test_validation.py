@@ -103,8 +103,10 @@ def test_cli_spec_errors_name_the_key(tmp_path):
 def test_unknown_data_set_and_missing_data(tmp_path):
     with pytest.raises(ValueError, match=r"unknown data set 'ultrafedback'; accepted: ultrafeedback, "):
         load_preferences("ultrafedback", "train", data_dir=tmp_path)
-    with pytest.raises(DataNotAvailable, match=r"nowhere/ultrafeedback/train.jsonl does not exist"):
+    with pytest.raises(DataNotAvailable, match=r"nowhere \(given as data_dir\) does not exist"):
         load_preferences("ultrafeedback", "train", data_dir=tmp_path / "nowhere", source="local")
+    with pytest.raises(DataNotAvailable, match=r"ultrafeedback/train.jsonl does not exist"):
+        load_preferences("ultrafeedback", "train", data_dir=tmp_path, source="local")
 
 
 def test_empty_data_set_after_filtering(tmp_path):
