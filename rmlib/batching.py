@@ -87,6 +87,24 @@ def shared_prefix_length(a: Encoded, b: Encoded) -> int:
     return n
 
 
+def pair_for_packing(sequences: list[Encoded]) -> list[tuple[int, int]]:
+    """Indices of ``sequences`` two by two, to be run through :func:`collate_pairs` (evaluation, caching).
+
+    Sequences are ordered by prompt, so two responses to the same prompt land in one pair and their
+    prompt is computed once; the pairs are then ordered by packed length, so a batch of pairs carries
+    little padding. With an odd count, the last sequence is paired with itself: its copy is all shared
+    prefix and costs nothing."""
+    order = sorted(range(len(sequences)),
+                   key=lambda i: (sequences[i].input_ids[:sequences[i].response_start], len(sequences[i])))
+    pairs = [(order[k], order[min(k + 1, len(order) - 1)]) for k in range(0, len(order), 2)]
+
+    def packed_length(pair):
+        a, b = sequences[pair[0]], sequences[pair[1]]
+        return len(a) + len(b) - shared_prefix_length(a, b)
+
+    return sorted(pairs, key=packed_length)
+
+
 def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int) -> Batch:
     """The right-padded batch ``[chosen_1..chosen_n, rejected_1..rejected_n]`` plus its packed layout.
 

@@ -21,7 +21,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .batching import Batch, collate, collate_pairs
+from .batching import Batch, collate, collate_pairs, pair_for_packing
 from .formatting import ChatFormatter, Encoded, grm_prompt
 from .losses import bradley_terry_loss, generative_loss
 from .models import hidden_size
@@ -204,7 +204,8 @@ class ImplicitRM(_RewardModel):
     def cache_reference(self, sequences: list[Encoded], batch_size: int = 16) -> int:
         """Compute ln pi_ref(y|x) once for every new sequence, with the current (initial) weights.
 
-        Sequences are sorted by length so batches carry little padding. Returns how many were computed."""
+        Batches are packed as in :func:`score` (responses to one prompt share its forward pass). Returns how
+        many were computed."""
         todo = sorted({s for s in sequences if s not in self._reference}, key=len)
         if todo and self.reference_frozen:
             raise RuntimeError(f"{len(todo)} sequences have no cached reference log-prob, and the model has "
@@ -212,10 +213,9 @@ class ImplicitRM(_RewardModel):
                                "training (rmlib.training.train does this for its eval_sets)")
         was_training = self.lm.training
         self.lm.eval()
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            logps = sequence_logprobs(self.lm, self.collate(chunk).to(self.device)).cpu().tolist()
-            self._reference.update(zip(chunk, logps))
+        for first, second, batch in _packed_batches(self, todo, batch_size):
+            logps = sequence_logprobs(self.lm, batch.to(self.device)).cpu().tolist()
+            self._reference.update(zip(first + second, logps))
         self.lm.train(was_training)
         return len(todo)
 
@@ -285,7 +285,7 @@ def build_reward_model(rm_type: str, lm, tokenizer, variant: str | None = None, 
 
 @torch.no_grad()
 def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> torch.Tensor:
-    """Rewards of many sequences (eval mode, length-sorted batches), returned in the input order.
+    """Rewards of many sequences (eval mode, packed batches of pairs), returned in the input order.
 
     A sequence that occurs several times (e.g. evaluation sets of all chosen x rejected combinations)
     is computed once and its reward repeated."""
@@ -293,16 +293,28 @@ def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> t
     if len(unique) < len(sequences):
         position = {s: i for i, s in enumerate(unique)}
         return score(rm, unique, batch_size)[[position[s] for s in sequences]]
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     rewards = torch.empty(len(sequences), dtype=torch.float32)
+    index = {s: i for i, s in enumerate(sequences)}
     was_training = rm.training
     rm.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        chunk = [sequences[i] for i in idx]
+    for first, second, batch in _packed_batches(rm, sequences, batch_size):
+        chunk = first + second
         ref = rm.reference_logps(chunk) if rm.needs_reference() else None
-        out = rm(rm.collate(chunk).to(rm.device), ref)
-        rewards[idx] = rm.rewards_from_outputs(out).float().cpu()
+        out = rm(batch.to(rm.device), ref)
+        rewards[[index[s] for s in chunk]] = rm.rewards_from_outputs(out).float().cpu()
     rm.train(was_training)
     return rewards
+
+
+def _packed_batches(rm: _RewardModel, sequences: list[Encoded], batch_size: int):
+    """Yield ``(first, second, batch)``: about ``batch_size`` sequences at a time, two per packed row
+    (:func:`~rmlib.batching.pair_for_packing`: responses to the same prompt share its forward pass; the
+    packed forward gives every sequence the hidden states it has alone). ``batch`` lays them out as
+    ``first + second``."""
+    pairs = pair_for_packing(sequences)
+    per_batch = max(1, batch_size // 2)
+    for start in range(0, len(pairs), per_batch):
+        chunk = pairs[start:start + per_batch]
+        first, second = [sequences[a] for a, _ in chunk], [sequences[b] for _, b in chunk]
+        yield first, second, rm.collate_pairs(first, second)
 

@@ -98,3 +98,43 @@ def test_recomputed_logits_give_the_same_log_probs_and_gradients(tiny_model, mon
     torch.testing.assert_close(results[1][0], results[0][0])
     for name in results[0][1]:
         torch.testing.assert_close(results[1][1][name], results[0][1][name], msg=name)
+
+
+def test_pair_for_packing_groups_prompts_and_covers_every_sequence():
+    from rmlib.batching import pair_for_packing
+
+    a1, a2, a3 = Encoded((1, 2, 3, 7), 3), Encoded((1, 2, 3, 8, 9), 3), Encoded((1, 2, 3, 4), 3)
+    b1 = Encoded((1, 5, 6, 7), 3)
+    pairs = pair_for_packing([a1, b1, a2, a3])
+    assert sorted(i for pair in pairs for i in pair) == [0, 1, 2, 3]
+    assert any(set(pair) <= {0, 2, 3} and pair[0] != pair[1] for pair in pairs)  # two of prompt a together
+    odd = pair_for_packing([a1, b1, a2])
+    assert sorted({i for pair in odd for i in pair}) == [0, 1, 2] and len(odd) == 2
+    assert any(pair[0] == pair[1] for pair in odd)  # the odd one out is paired with itself
+
+
+@pytest.mark.parametrize("rm_type,variant", [("ex", "last"), ("ex", "mean"), ("im", "ref"), ("im", "no_ref"),
+                                             ("grm", "yes")])
+def test_score_and_reference_cache_equal_each_sequence_alone(tiny_model, rm_type, variant):
+    """score() and cache_reference() run pairs packed; each value equals the sequence's own forward pass."""
+    from rmlib.rewards import score, sequence_logprobs
+
+    lm, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+    rm = build_reward_model(rm_type, lm, tok, variant=variant, seed=0).eval()
+    sequences = [rm.encode(p["prompt"], p[key]) for p in PAIRS for key in ("chosen", "rejected")]
+    sequences.append(rm.encode(PAIRS[0]["prompt"], "Marseille."))  # three responses to one prompt: odd count
+    sequences.append(sequences[1])                                  # a repeat
+    with torch.no_grad():
+        alone_logps = torch.stack([sequence_logprobs(lm, collate([s], tok.pad_token_id))[0] for s in sequences])
+    if rm.needs_reference():
+        assert rm.cache_reference(sequences) == len(set(sequences))
+        torch.testing.assert_close(rm.reference_logps(sequences), alone_logps, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            for p in lm.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+    with torch.no_grad():
+        alone = torch.stack([
+            rm.rewards_from_outputs(rm(collate([s], tok.pad_token_id),
+                                       rm.reference_logps([s]) if rm.needs_reference() else None))[0]
+            for s in sequences])
+    torch.testing.assert_close(score(rm, sequences, batch_size=4), alone.float(), rtol=1e-5, atol=1e-6)
