@@ -15,7 +15,8 @@ What is compared (every measurement in a fresh subprocess, rmlib and TRL runs in
   trainer gets rmlib's ids; the DPO trainer tokenizes the same conversations with the same chat
   template), same effective batch and micro-batch (TRL: ``per_device_train_batch_size`` x
   ``gradient_accumulation_steps``), same optimizer (Adam = AdamW with weight decay 0, constant lr), same
-  number of optimizer steps, same EX-RM head initialization, no gradient checkpointing, no bf16.
+  number of optimizer steps, same EX-RM head initialization, no gradient clipping (the Trainer's default
+  max_grad_norm=1.0 is turned off: rmlib, like the paper, does not clip), no gradient checkpointing, no bf16.
 * Timed: the training call (``train`` / ``trainer.train()``), including rmlib's one-off reference
   log-prob caching. Not timed: imports, model loading, tokenization.
 * Reported per run: pairs/s (wall clock), pairs per CPU-second of the child (steadier when the machine
@@ -154,7 +155,7 @@ def _training_args(config_cls, spec: dict, output_dir: str, **extra):
         output_dir=output_dir, per_device_train_batch_size=spec["micro_batch_size"],
         gradient_accumulation_steps=spec["batch_size"] // spec["micro_batch_size"], max_steps=spec["steps"],
         learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        optim="adamw_torch", gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+        optim="adamw_torch", max_grad_norm=0.0, gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
         report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
         seed=0, max_length=None, **extra)
 
