@@ -206,7 +206,7 @@ class ImplicitRM(_RewardModel):
 
         Batches are packed as in :func:`score` (responses to one prompt share its forward pass). Returns how
         many were computed."""
-        todo = sorted({s for s in sequences if s not in self._reference}, key=len)
+        todo = list(dict.fromkeys(s for s in sequences if s not in self._reference))  # _packed_batches orders them
         if todo and self.reference_frozen:
             raise RuntimeError(f"{len(todo)} sequences have no cached reference log-prob, and the model has "
                                "already been trained: pass every evaluation set to cache_reference before "
