@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rmlib.formatting import ChatFormatter
+from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter
 from rmlib.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
                                is_hamiltonian_order, make_dataset, make_splits, parse_prompt, parse_response,
                                prepare_model, random_graph, random_non_cycle)
@@ -138,3 +138,17 @@ def test_special_tokens_tokenize_as_single_tokens(fresh_tiny):
     assert response[:20] == [t for v in parse_response(row["chosen"]) for t in (str(v), SEP)]
     prompt = tokenizer.convert_ids_to_tokens(list(encoded.input_ids[:encoded.response_start]))
     assert prompt.count(SEP) == row["prompt"].count(SEP) and prompt.count(EDGE_SEP) == row["prompt"].count(EDGE_SEP)
+
+
+def test_paper_template_on_a_chat_model(fresh_tiny):
+    """use_chat_template=False on a model that has a chat template: the paper's template tokens are added too,
+    and the EX-RM's last token is [EOS] right after the cycle (Appendix D: [USER]{x}[ASSISTANT]{y}[EOS])."""
+    model, tokenizer = fresh_tiny
+    assert tokenizer.chat_template  # the tiny model has one; the paper's template must still be usable
+    assert set(prepare_model(model, tokenizer, use_chat_template=False)) == {SEP, EDGE_SEP, *PAPER_TEMPLATE_TOKENS}
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    row = make_dataset(1, 5, 0.2, seed=0)[0]
+    encoded = ChatFormatter(tokenizer, use_chat_template=False).encode(row["prompt"], row["chosen"])
+    tokens = tokenizer.convert_ids_to_tokens(list(encoded.input_ids))
+    assert tokens[encoded.response_start - 1] == "[ASSISTANT]" and "[USER]" in tokens[:3]
+    assert tokens[encoded.response_start:] == [t for v in parse_response(row["chosen"]) for t in (str(v), SEP)] + ["[EOS]"]
