@@ -60,15 +60,21 @@ def add_special_tokens(model, tokenizer, tokens) -> list[str]:
     return new
 
 
+def uses_chat_template(tokenizer, use_chat_template: bool | None = None) -> bool:
+    """Whether sequences are written with the tokenizer's chat template (``True``) or the paper's template
+    (``False``). ``None`` applies Appendix D's rule: the model's own template if it has one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template and not has_template:
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+    return has_template if use_chat_template is None else use_chat_template
+
+
 class ChatFormatter:
     """Formats and tokenizes prompt-response pairs for one tokenizer (see module docstring)."""
 
     def __init__(self, tokenizer, use_chat_template: bool | None = None, max_length: int | None = None):
         self.tokenizer = tokenizer
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
-        if self.use_chat_template and not has_template:
-            raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+        self.use_chat_template = uses_chat_template(tokenizer, use_chat_template)
         if not self.use_chat_template:
             missing = [t for t in PAPER_TEMPLATE_TOKENS if t not in tokenizer.get_vocab()]
             if missing:

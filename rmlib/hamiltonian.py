@@ -190,18 +190,17 @@ def make_splits(n_train: int, n_test: int, n_vertices: int = 10, p: float = 0.2,
 def prepare_model(model, tokenizer, use_chat_template: bool | None = None) -> list[str]:
     """Add ``[sep]`` and ``[edge_sep]`` as special tokens, and the paper's ``[USER]``, ``[ASSISTANT]``,
     ``[EOS]`` template tokens when the paper's template will be used (``use_chat_template=False``, or ``None``
-    and the tokenizer has no chat template; as :class:`~rmlib.formatting.ChatFormatter` decides). For
+    and the tokenizer has no chat template: :func:`~rmlib.formatting.uses_chat_template`). For
     ``run_experiment(prepare=...)``, with ``functools.partial`` to pass ``use_chat_template``.
 
     The new embedding rows are drawn by transformers around the mean of the old ones; the draw is seeded
     here so that the same model always gets the same rows."""
     import torch
 
-    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens
+    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
 
     tokens = list(SPECIAL_TOKENS)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if not (has_template if use_chat_template is None else use_chat_template):
+    if not uses_chat_template(tokenizer, use_chat_template):
         tokens += list(PAPER_TEMPLATE_TOKENS)
     with torch.random.fork_rng():
         torch.manual_seed(0)

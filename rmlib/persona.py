@@ -189,7 +189,7 @@ def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str
 def prepare_model(lm, tokenizer) -> None:
     """Appendix D: a model without a chat template gets the paper's template, whose markers
     ``[USER]``, ``[ASSISTANT]``, ``[EOS]`` are added as special tokens (``run_experiment``'s ``prepare``)."""
-    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens
+    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
 
-    if not getattr(tokenizer, "chat_template", None):
+    if not uses_chat_template(tokenizer):
         add_special_tokens(lm, tokenizer, PAPER_TEMPLATE_TOKENS)
