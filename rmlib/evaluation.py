@@ -18,12 +18,29 @@ from .rewards import score
 TIE_TOLERANCE = 0.01
 
 
-def accuracy(r_chosen, r_rejected) -> float:
-    """Definition 1: ties count 1/2."""
+def correctness(r_chosen, r_rejected) -> np.ndarray:
+    """Definition 1 per pair: 1 if r(x, y+) > r(x, y-), 1/2 on a tie, 0 otherwise."""
     rc, rr = np.asarray(r_chosen, dtype=np.float64), np.asarray(r_rejected, dtype=np.float64)
     if rc.shape != rr.shape or rc.size == 0:
         raise ValueError(f"need two equal-length non-empty reward vectors, got {rc.shape} and {rr.shape}")
-    return float(np.mean((rc > rr) + 0.5 * (rc == rr)))
+    return (rc > rr) + 0.5 * (rc == rr)
+
+
+def accuracy(r_chosen, r_rejected) -> float:
+    """Definition 1: the mean of :func:`correctness` (ties count 1/2)."""
+    return float(np.mean(correctness(r_chosen, r_rejected)))
+
+
+def seed_matrix(records: list[dict], eval_set: str) -> np.ndarray:
+    """Per-pair correctness of several runs (e.g. one per seed) on the same evaluation pairs, shape
+    (n_runs, n_pairs) in seed order: the input of :mod:`rmlib.stats`."""
+    if not records:
+        raise ValueError("no run records")
+    records = sorted(records, key=lambda r: r["spec"]["seed"])
+    rows = [correctness(r["evals"][eval_set]["reward_chosen"], r["evals"][eval_set]["reward_rejected"]) for r in records]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"runs evaluated different numbers of pairs on {eval_set!r}: {[len(r) for r in rows]}")
+    return np.stack(rows)
 
 
 def normalized_margin(r_chosen, r_rejected) -> float:
