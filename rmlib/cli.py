@@ -8,6 +8,7 @@ A spec holds the keys of :data:`DEFAULTS` (any it omits take those values)::
     setting: uf_ex_vs_im
     model: smollm2-135m-instruct
     rm_type: ex                      # ex | im | grm
+    precision: auto                  # auto | fp32 | bf16-mixed (rmlib.precision)
     lr: 1.0e-6
     epochs: 1
     checkpoint_every: 50             # optimizer steps between checkpoints
@@ -19,7 +20,9 @@ A spec holds the keys of :data:`DEFAULTS` (any it omits take those values)::
 ``--set train.limit=64`` overrides one key (the value is read as YAML); ``--sweep seed=0,1,2
 --sweep rm_type=ex,im`` runs the product of the listed values, one run after another. Every spec is
 validated before anything is loaded: an unknown key, a wrong type, a value out of range, an unknown
-model or data set name or a missing data directory stops the command with a message naming it.
+model or data set name or a missing data directory stops the command with a message naming it. The
+retired key ``dtype`` is migrated: ``float32`` -> ``precision: fp32``, ``auto`` -> ``precision: auto``;
+``bfloat16``/``float16`` are refused (pure low-precision weights do not train).
 
 Runs are resumable: killing the command and running it again continues every unfinished run from its
 last checkpoint, and skips the finished ones (their results files exist). A failing run does not stop the
@@ -38,15 +41,15 @@ import yaml
 from .data import DATASETS, DataNotAvailable, default_data_dir, load_preferences
 from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
 from .params import Param, ParameterError, validate
+from .precision import PRECISIONS, PrecisionError, precision_from_dtype
 from .rewards import RM_TYPES
 from .sweep import grid, run_sweep
 
 MODEL_NAMES = (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 DEFAULTS = {
     "setting": "cli", "model": OFFLINE_DEFAULT, "rm_type": "ex", "variant": None, "beta": 0.01,
-    "dtype": "auto", "max_length": None, "use_chat_template": None,
+    "precision": "auto", "max_length": None, "use_chat_template": None,
     "epochs": 1, "lr": 1e-6, "batch_size": 32, "micro_batch_size": 8, "seed": 0, "max_steps": None,
     "checkpoint_every": 50, "eval_batch_size": 16, "progress": True,
     "results_dir": "results", "data_dir": None, "data_seed": 0,
@@ -59,7 +62,7 @@ DEFAULTS = {
 SCHEMA = {
     "setting": Param(str), "model": Param(str), "rm_type": Param(str, choices=RM_TYPES),
     "variant": Param(str, nullable=True), "beta": Param(float, low=1e-12),
-    "dtype": Param(str, choices=DTYPES), "max_length": Param(int, low=1, nullable=True),
+    "precision": Param(str, choices=PRECISIONS), "max_length": Param(int, low=1, nullable=True),
     "use_chat_template": Param(bool, nullable=True),
     "epochs": Param(int, low=1), "lr": Param(float, low=1e-12, high=0.999999), "batch_size": Param(int, low=1),
     "micro_batch_size": Param(int, low=1), "seed": Param(int, low=0), "max_steps": Param(int, low=1, nullable=True),
@@ -93,6 +96,12 @@ def _float_text(value):
 
 def check_spec(spec: dict) -> dict:
     """The spec with defaults filled in, validated (raises :class:`ParameterError` naming the key)."""
+    spec = dict(spec)
+    if "dtype" in spec:  # retired: migrate it, or refuse bf16/fp16 weights with the reason
+        try:
+            spec["precision"] = precision_from_dtype(spec.pop("dtype"), spec.get("precision"))
+        except PrecisionError as err:
+            raise ParameterError(f"parameter 'dtype': {err}") from err
     merged = {**copy.deepcopy(DEFAULTS), **spec}
     for key, param in SCHEMA.items():
         if param.type is float:
@@ -173,7 +182,8 @@ def run_spec(spec: dict, force: bool = False, accelerator=None):
                          progress=spec["progress"], checkpoint_every=spec["checkpoint_every"])
     extra = dict(spec["extra"])
     outcome = run_experiment(spec["setting"], spec["model"], spec["rm_type"], train_rows, eval_sets, config,
-                             spec["results_dir"], beta=spec["beta"], variant=spec["variant"], dtype=spec["dtype"],
+                             spec["results_dir"], beta=spec["beta"], variant=spec["variant"],
+                             precision=spec["precision"],
                              max_length=spec["max_length"], use_chat_template=spec["use_chat_template"],
                              extra=extra, force=force, eval_batch_size=spec["eval_batch_size"],
                              accelerator=accelerator)
@@ -210,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     def one(spec):
         outcome = run_spec(spec, force=args.force)
         evals = ", ".join(f"{k} acc={v['accuracy']:.3f}" for k, v in outcome.record["evals"].items())
-        log(f"{'reused' if outcome.reused else 'done'}: {outcome.path} ({evals})")
+        precision = outcome.record.get("precision", {})
+        log(f"{'reused' if outcome.reused else 'done'}: {outcome.path} ({evals}; precision "
+            f"{precision.get('mode')}: {precision.get('reason')})")
         for note in outcome.timings.get("notes", []):
             log(f"  note: {note}")
         return outcome

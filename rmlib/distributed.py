@@ -7,7 +7,8 @@ shares are topped up with a copy of one sequence marked with index ``-1`` (so ev
 number of forward passes, which engines that shard the weights -- FSDP, DeepSpeed ZeRO-3 -- need), and
 the marked entries are dropped after the gather: the last uneven batch is neither lost nor duplicated
 (checked: the gathered indices must be exactly ``0..n-1``). With one process this is
-:func:`rmlib.rewards.score`.
+:func:`rmlib.rewards.score`. Scoring runs under the accelerator's autocast
+(:func:`rmlib.precision.autocast`), the precision the model was trained in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from .evaluation import accuracy, normalized_margin
 from .formatting import Encoded
+from .precision import autocast
 from .rewards import score
 
 
@@ -50,12 +52,17 @@ def score_distributed(rm, sequences: list[Encoded], accelerator=None, batch_size
 
     ``engine_model``: the model as prepared by accelerate, when its weights are sharded (FSDP, ZeRO-3);
     the forward passes then go through it. Otherwise ``rm`` itself is used."""
+    with autocast(accelerator):
+        return _score_distributed(rm, sequences, accelerator, batch_size, engine_model)
+
+
+def _score_distributed(rm, sequences, accelerator, batch_size, engine_model) -> torch.Tensor:
     if accelerator is None or accelerator.num_processes == 1:
         return score(rm, sequences, batch_size)
     unique = list(dict.fromkeys(sequences))
     if len(unique) < len(sequences):
         position = {s: i for i, s in enumerate(unique)}
-        rewards = score_distributed(rm, unique, accelerator, batch_size, engine_model)
+        rewards = _score_distributed(rm, unique, accelerator, batch_size, engine_model)
         return rewards[[position[s] for s in sequences]]
     n, world = len(unique), accelerator.num_processes
     mine = shares(n, world, [len(s) for s in unique])[accelerator.process_index]

@@ -6,12 +6,18 @@ With ``config.checkpoint_every``, training saves checkpoints in ``<results_dir>/
 and the same call after a crash or kill resumes from the latest one (:mod:`rmlib.checkpoint`); the folder
 is deleted once the results file is written. Under ``accelerate launch`` every process runs this
 function; training and evaluation are shared among them and only the main process writes files.
+
+The run id hashes the spec (with the *resolved* precision, :mod:`rmlib.precision`), the data and the
+version of the code that computes numbers (:func:`rmlib.results.code_version`): results of other code are
+never reused. The model is always loaded in fp32; ``precision`` decides whether training and evaluation run
+under bf16 autocast.
 """
 
 from __future__ import annotations
 
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +26,12 @@ import torch
 from accelerate.utils import DistributedType
 
 from . import __version__
+from . import results
 from .checkpoint import remove_checkpoints
 from .distributed import evaluate_distributed
 from .formatting import SequenceTooLong
 from .models import load_model
+from .precision import ACCELERATE_NAMES, Precision, PrecisionError, autocast, precision_from_dtype, resolve_shared
 from .results import fingerprint, load_run, run_path, write_json_atomic
 from .rewards import build_reward_model
 from .training import TrainConfig, make_accelerator, train
@@ -74,15 +82,40 @@ def encode_rows(rm, rows: list[dict], what: str, limit_note: str) -> tuple[list,
     return chosen, rejected
 
 
+def _resolve(precision, accelerator):
+    """The precision of this run, decided once for all its processes ("auto" with an accelerator passed
+    in: the accelerator's)."""
+    if accelerator is not None:
+        if precision == "auto":
+            modes = {accelerate: mode for mode, accelerate in ACCELERATE_NAMES.items()}
+            if accelerator.mixed_precision not in modes:
+                raise PrecisionError(f"the accelerator passed in runs mixed_precision "
+                                     f"{accelerator.mixed_precision!r}; rmlib trains in fp32 or bf16-mixed")
+            return Precision(modes[accelerator.mixed_precision], "the accelerator passed in", precision)
+        return resolve_shared(precision, accelerator.state)
+    from accelerate import PartialState
+    return resolve_shared(precision, PartialState(cpu=not torch.cuda.is_available()))
+
+
 def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict],
                    eval_sets: dict[str, EvalSet], config: TrainConfig, results_dir: str | Path,
-                   beta: float = 0.01, variant: str | None = None, dtype: str = "auto",
+                   beta: float = 0.01, variant: str | None = None, precision: str = "auto",
                    max_length: int | None = None, use_chat_template: bool | None = None,
                    prepare=None, extra: dict | None = None, force: bool = False,
-                   keep_model: bool = False, eval_batch_size: int = 16, accelerator=None) -> RunOutcome:
+                   keep_model: bool = False, eval_batch_size: int = 16, accelerator=None,
+                   after_training=None, dtype: str | None = None) -> RunOutcome:
     """Train one reward model and evaluate it; returns the stored record.
 
+    ``precision``: "auto", "fp32" or "bf16-mixed" (:func:`rmlib.precision.resolve_precision`); the record
+    holds the requested and the resolved one (``record["precision"]``). ``dtype`` is retired: "float32" and
+    "auto" are read as that precision (with a DeprecationWarning), "bfloat16"/"float16" are refused.
+    An ``accelerator`` passed in must have the resolved mixed precision.
+
     ``prepare(model, tokenizer)`` runs before the reward model is built (e.g. to add special tokens).
+    ``after_training(rm)`` runs on the trained reward model after evaluation (main process); its
+    JSON-serializable result is stored in the results file as ``record["after_training"]`` (e.g. samples
+    of the IM-RM's language model), so a reused run needs no trained weights. Put the parameters it
+    depends on into ``extra``.
     ``extra`` holds parameters that identify the run beyond the standard ones (e.g. ``{"n_vertices": 10}``).
     ``max_length`` (tokens of prompt + response) defaults to the model's context length
     (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`
@@ -93,21 +126,30 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     for name, ev in eval_sets.items():
         if not ev.rows:
             raise EmptyDataset(f"setting {setting!r}: evaluation set {name!r} is empty (nothing left after filtering?)")
+    if dtype is not None:
+        warnings.warn("run_experiment(dtype=...) is retired: pass precision='auto' | 'fp32' | 'bf16-mixed'",
+                      DeprecationWarning, stacklevel=2)
+        precision = precision_from_dtype(dtype, None if precision == "auto" else precision)
+    resolved = _resolve(precision, accelerator)
     spec = {"setting": setting, "model": model, "rm_type": rm_type, "variant": variant, "seed": config.seed,
             "lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size,
-            "beta": beta if rm_type == "im" else None, "max_steps": config.max_steps, "dtype": dtype,
+            "beta": beta if rm_type == "im" else None, "max_steps": config.max_steps, "precision": resolved.mode,
             "max_length": max_length, "use_chat_template": use_chat_template, "extra": extra or {}}
     data_id = fingerprint({"train": train_rows, "eval": {k: [v.category, v.rows] for k, v in eval_sets.items()}})
-    run_id = fingerprint({"spec": spec, "data": data_id})
+    code = results.code_version()
+    run_id = fingerprint({"spec": spec, "data": data_id, "code": code})
     path = run_path(results_dir, setting, run_id)
     if path.exists() and not force and not keep_model:
         return RunOutcome(load_run(path), path, reused=True)
 
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(resolved)
+    if accelerator.mixed_precision != resolved.accelerate:
+        raise PrecisionError(f"the accelerator passed in runs mixed_precision {accelerator.mixed_precision!r}, "
+                             f"but the run resolved {resolved.describe()}")
     timings = {}
     t0 = time.perf_counter()
     seed_everything(config.seed)
-    lm, tokenizer = load_model(model, dtype=dtype, seed=config.seed)
+    lm, tokenizer = load_model(model, dtype="float32", seed=config.seed)  # fp32 master weights, always
     if prepare is not None:
         prepare(lm, tokenizer)
     context = model_context(lm)
@@ -138,14 +180,23 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     t1 = time.perf_counter()
     evals = {}
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    for name, (c, r) in encoded_evals.items():
+    for name, (c, r) in encoded_evals.items():  # under the accelerator's autocast (rmlib.distributed)
         evals[name] = {"category": eval_sets[name].category,
                        **evaluate_distributed(rm, c, r, accelerator, eval_batch_size,
                                               engine_model=history.engine_model if sharded else None)}
     timings["evaluate"] = time.perf_counter() - t1
+    after = None
+    if after_training is not None and accelerator.is_main_process:
+        t2 = time.perf_counter()
+        with autocast(accelerator):
+            after = after_training(rm)
+        timings["after_training"] = time.perf_counter() - t2
     record = {"run_id": run_id, "spec": spec, "data_fingerprint": data_id, "rmlib_version": __version__,
+              "code_version": code, "precision": resolved.to_dict(),
               "history": history.to_dict(), "evals": evals, "timings": timings,
               "n_train": len(train_rows), "world_size": accelerator.num_processes}
+    if after_training is not None:
+        record["after_training"] = after
     if accelerator.is_main_process:
         write_json_atomic(path, record)
         if checkpoints is not None:

@@ -53,7 +53,8 @@ def cache_dir() -> Path:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
-    """``"auto"``/None gives fp32 on CPU and bf16 on a GPU that supports it (the paper's setting)."""
+    """``"auto"``/None gives fp32 on CPU and bf16 on a GPU that supports it. For inference only: training
+    loads fp32 weights (:mod:`rmlib.precision`; :func:`rmlib.training.train` refuses bf16/fp16 weights)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
@@ -112,7 +113,11 @@ def load_tokenizer(name: str):
 
 
 def load_model(name: str, dtype: str | torch.dtype | None = "auto", seed: int = 0):
-    """Return ``(model, tokenizer)`` for a model name (see module docstring); dropout disabled."""
+    """Return ``(model, tokenizer)`` for a model name (see module docstring); dropout disabled.
+
+    ``dtype`` (see :func:`resolve_dtype`) is for inference; a model to be trained must be loaded in fp32
+    (``dtype="float32"``, what :func:`rmlib.experiment.run_experiment` does) -- bf16 training runs as
+    bf16-mixed autocast over fp32 weights (:mod:`rmlib.precision`)."""
     name = PAPER_MODELS.get(name, name)
     torch_dtype = resolve_dtype(dtype)
     if name == TINY_RANDOM:

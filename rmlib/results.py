@@ -1,24 +1,77 @@
 """Results files: one JSON document per training run, merged into tidy tables.
 
 A run is identified by ``run_id``, a hash of everything that determines it (setting, model, reward-model
-type and variant, seed, hyperparameters, and a fingerprint of the training and evaluation data). Its
-file ``<results_dir>/<setting>/<run_id>.json`` holds the parameters, the training history and, per
-evaluation set, the metrics and the reward of every example. Files are written atomically (a temporary
-file, then a rename), so a killed process never leaves half a result; folders from different machines
-merge by copying them together.
+type and variant, seed, hyperparameters, resolved precision, a fingerprint of the training and evaluation
+data, and :func:`code_version`). Its file ``<results_dir>/<setting>/<run_id>.json`` holds the parameters,
+the training history and, per evaluation set, the metrics and the reward of every example. Files are
+written atomically (a temporary file, then a rename), so a killed process never leaves half a result;
+folders from different machines merge by copying them together. :func:`iter_runs` and
+:func:`results_table` read only the runs of the current code version and warn about the others
+(:class:`OtherCodeVersionWarning`).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 TIDY_COLUMNS = ["setting", "model", "rm_type", "variant", "seed", "lr", "epochs", "batch_size", "beta",
-                "eval_set", "category", "accuracy", "margin", "n", "train_loss", "train_accuracy", "run_id"]
+                "precision", "eval_set", "category", "accuracy", "margin", "n", "train_loss", "train_accuracy",
+                "run_id"]
+
+# The rmlib modules whose code computes the numbers of a run. A NEW MODULE THAT COMPUTES NUMBERS MUST BE
+# ADDED HERE, or editing it would not invalidate results made by its old code.
+NUMERICAL_MODULES = ("models", "formatting", "batching", "rewards", "losses", "training", "checkpoint",
+                     "experiment", "data", "distributed", "evaluation", "generation", "hamiltonian", "persona",
+                     "realworld", "precision")
+CURRENT = "current"  # iter_runs' default: the runs of this code_version()
+
+
+class OtherCodeVersionWarning(UserWarning):
+    """A results folder holds runs made by another version of the code; they were skipped."""
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_fingerprint(paths) -> str:
+    """Hash of the code of Python files: their ASTs without docstrings (``ast.dump`` keeps no comments,
+    formatting or line numbers), so only a change of code changes it."""
+    digest = hashlib.sha256()
+    for path in paths:
+        tree = _strip_docstrings(ast.parse(Path(path).read_text(encoding="utf-8")))
+        digest.update(f"{Path(path).name}\n{ast.dump(tree)}\n".encode("utf-8"))
+    return digest.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def _modules_version(modules: tuple) -> str:
+    folder = Path(__file__).parent
+    return source_fingerprint(folder / f"{name}.py" for name in modules)
+
+
+def code_version() -> str:
+    """The version of the code that computes run results: :func:`source_fingerprint` of the modules of
+    :data:`NUMERICAL_MODULES`, computed once per process (the code this process runs)."""
+    return _modules_version(tuple(NUMERICAL_MODULES))
+
+
+_this_code_version = code_version  # iter_runs' parameter of the same name shadows the function
 
 
 def fingerprint(obj) -> str:
@@ -46,11 +99,24 @@ def load_run(path: str | Path) -> dict:
         return json.load(f)
 
 
-def iter_runs(results_dir: str | Path, setting: str | None = None):
+def iter_runs(results_dir: str | Path, setting: str | None = None, code_version: str | None = CURRENT):
+    """The run records under ``results_dir`` (optionally one setting) made by ``code_version`` (default: the
+    current :func:`code_version`; None: every run). Skipped runs are reported in one
+    :class:`OtherCodeVersionWarning` per folder, once the iteration ends."""
+    wanted = _this_code_version() if code_version == CURRENT else code_version
     root = Path(results_dir)
     pattern = f"{setting}/*.json" if setting else "*/*.json"
+    skipped = Counter()
     for path in sorted(root.glob(pattern)):
-        yield load_run(path)
+        run = load_run(path)
+        if wanted is not None and run.get("code_version") != wanted:
+            skipped[path.parent] += 1
+            continue
+        yield run
+    for folder, count in sorted(skipped.items()):
+        warnings.warn(f"{count} run(s) in {folder} were made by other code versions than {wanted} and are "
+                      "skipped (their numbers may predate a fix); pass code_version=None to read them, or "
+                      "delete them", OtherCodeVersionWarning, stacklevel=2)
 
 
 def tidy(runs) -> pd.DataFrame:
@@ -61,7 +127,7 @@ def tidy(runs) -> pd.DataFrame:
         last_epoch = history.get("epochs", [{}])[-1] if history.get("epochs") else {}
         for name, ev in run["evals"].items():
             rows.append({**{k: spec.get(k) for k in ("setting", "model", "rm_type", "variant", "seed", "lr",
-                                                     "epochs", "batch_size", "beta")},
+                                                     "epochs", "batch_size", "beta", "precision")},
                          **spec.get("extra", {}),
                          "eval_set": name, "category": ev.get("category"), "accuracy": ev["accuracy"],
                          "margin": ev["margin"], "n": ev["n"], "train_loss": last_epoch.get("train_loss"),
@@ -72,30 +138,31 @@ def tidy(runs) -> pd.DataFrame:
     return frame[[c for c in TIDY_COLUMNS if c in frame] + [c for c in frame if c not in TIDY_COLUMNS]]
 
 
-def results_table(results_dir: str | Path, setting: str | None = None) -> pd.DataFrame:
-    """The tidy table of every run stored under ``results_dir`` (optionally one setting)."""
-    return tidy(iter_runs(results_dir, setting))
+def results_table(results_dir: str | Path, setting: str | None = None,
+                  code_version: str | None = CURRENT) -> pd.DataFrame:
+    """The tidy table of the runs stored under ``results_dir`` (optionally one setting) made by
+    ``code_version`` (see :func:`iter_runs`: runs of other code are skipped with a warning)."""
+    return tidy(iter_runs(results_dir, setting, code_version))
 
 
-def rewards_table(run: dict) -> pd.DataFrame:
-    """Per-example rewards of one run: eval_set, index, reward_chosen, reward_rejected."""
-    frames = [pd.DataFrame({"eval_set": name, "index": range(ev["n"]), "reward_chosen": ev["reward_chosen"],
-                            "reward_rejected": ev["reward_rejected"]}) for name, ev in run["evals"].items()]
-    return pd.concat(frames, ignore_index=True)
+CLAIM_KEYS = ("claim", "paper", "this build", "verdict")
 
 
-def write_summary(results_dir: str | Path, notebook: str, rows: list[dict], profile: str | None = None) -> Path:
+def write_summary(results_dir: str | Path, notebook: str, rows: list[dict], profile: str | None = None,
+                  claims: list[dict] | None = None) -> Path:
     """Key numbers of one executed notebook, for the book's results overview.
 
     ``rows``: dicts with ``quantity`` (what was measured), ``value`` (the number from this run) and
-    optionally ``paper`` (the paper's figure, as text) and ``note``."""
+    optionally ``paper`` (the paper's figure, as text) and ``note``. ``claims``: dicts with at least
+    ``claim``, ``paper``, ``this build`` (the estimate with its interval) and ``verdict``, for the book's
+    claims table."""
     for row in rows:
         if "quantity" not in row or "value" not in row:
             raise ValueError(f"summary row needs 'quantity' and 'value': {row}")
+    for claim in claims or []:
+        missing = [k for k in CLAIM_KEYS if k not in claim]
+        if missing:
+            raise ValueError(f"summary claim needs {', '.join(map(repr, missing))}: {claim}")
     path = Path(results_dir) / "summaries" / f"{notebook}.json"
-    write_json_atomic(path, {"notebook": notebook, "profile": profile, "rows": rows})
+    write_json_atomic(path, {"notebook": notebook, "profile": profile, "rows": rows, "claims": list(claims or [])})
     return path
-
-
-def read_summaries(results_dir: str | Path) -> list[dict]:
-    return [load_run(p) for p in sorted((Path(results_dir) / "summaries").glob("*.json"))]

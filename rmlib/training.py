@@ -12,6 +12,11 @@ The loop runs through ``accelerate``: one process on a CPU, or ``accelerate laun
 ``seed`` and ``e`` alone, so step ``s`` always sees the same pairs: a run resumed from a checkpoint
 (``checkpoint_dir``, every ``checkpoint_every`` steps, see :mod:`rmlib.checkpoint`) continues exactly
 where it stopped and ends with the same weights as an uninterrupted run.
+
+Precision (:mod:`rmlib.precision`): the trained parameters must be fp32 (pure bf16/fp16 weights under a
+plain Adam are refused); the accelerator's ``mixed_precision`` says whether the forward and backward run
+under bf16 autocast. The IM-RM's reference log-probs are computed under that same autocast, so the
+implicit reward starts at ~0. ``train`` without an accelerator uses fp32.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .formatting import Encoded
+from .precision import (Precision, PrecisionError, autocast, check_launch_config, refuse_low_precision_weights,
+                        resolve_precision)
 
 
 @dataclass
@@ -77,21 +84,36 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int
     return torch.randperm(n, generator=generator).tolist()
 
 
-def make_accelerator():
+def make_accelerator(precision: str | Precision = "fp32"):
+    """An ``Accelerator`` whose ``mixed_precision`` is that of ``precision`` (passed explicitly: a launch
+    config that asks for another one is refused, see :func:`rmlib.precision.check_launch_config`)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
+    precision = resolve_precision(precision)
+    check_launch_config(precision)
+    # accelerate keeps one process-wide state and refuses to change its mixed precision; a run with
+    # another precision than the previous one in this process rebuilds it (the process group is kept).
+    state = AcceleratorState._shared_state
+    if state.get("_mixed_precision", precision.accelerate) != precision.accelerate \
+            and state.get("distributed_type") != DistributedType.DEEPSPEED:  # DeepSpeed: set by its plugin
+        AcceleratorState._reset_state()
     # find_unused_parameters: an EX-RM never uses an untied output embedding (Pythia), which DDP would
     # otherwise wait for forever.
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.accelerate,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if accelerator.mixed_precision != precision.accelerate:  # e.g. a DeepSpeed config file that sets bf16
+        raise PrecisionError(f"accelerate runs mixed_precision {accelerator.mixed_precision!r}, but "
+                             f"{precision.describe()} needs {precision.accelerate!r}: fix the launch config")
+    return accelerator
 
 
-def _identity(rm, config: TrainConfig, n: int) -> dict:
+def _identity(rm, config: TrainConfig, n: int, mixed_precision: str) -> dict:
     """What a checkpoint must agree on to be resumed (everything that changes the trajectory)."""
     return {"n_pairs": n, "rm_type": rm.kind, "variant": rm.variant, "seed": config.seed, "lr": config.lr,
             "epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
-            "shuffle": config.shuffle}
+            "shuffle": config.shuffle, "mixed_precision": mixed_precision}
 
 
 def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfig,
@@ -108,11 +130,12 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
     if len(chosen) != len(rejected) or not chosen:
         raise ValueError(f"need equal, non-zero numbers of chosen and rejected sequences "
                          f"({len(chosen)} vs {len(rejected)})")
+    refuse_low_precision_weights(rm.parameters(), config.lr)
     accelerator = accelerator or make_accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     rm.to(accelerator.device)
     n = len(chosen)
-    identity = _identity(rm, config, n)
+    identity = _identity(rm, config, n, accelerator.mixed_precision)
     resume = None
     if checkpoint_dir is not None:
         if accelerator.is_main_process:
@@ -126,8 +149,9 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
             if missing:
                 raise ckpt.CheckpointMismatch(f"checkpoint {resume} lacks reference log-probs of {missing} "
                                               "sequences: it belongs to other data; delete it to start afresh")
-        else:
-            rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences))
+        else:  # under the autocast of the training forward: the implicit reward starts at ~0
+            with autocast(accelerator):
+                rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences))
         rm.reference_frozen = True
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)

@@ -49,11 +49,14 @@ def test_implicit_reward_matches_token_by_token_sum(fresh_tiny):
     assert not np.allclose(expected, 0)
 
 
-def test_no_ref_variant_is_plain_log_likelihood(tiny):
+@pytest.mark.parametrize("variant, scale", [("no_ref", 0.01), ("no_ref_unscaled", 1.0)])
+def test_no_ref_variants_are_scaled_log_likelihood(tiny, variant, scale):
+    """"no_ref": beta * ln pi(y|x) (the official code of Figure 7); "no_ref_unscaled": ln pi(y|x) (the text)."""
     lm, tok = tiny
-    rm = ImplicitRM(lm, tok, variant="no_ref")
+    rm = ImplicitRM(lm, tok, beta=0.01, variant=variant)
     s = rm.encode(PAIRS[0]["prompt"], PAIRS[0]["chosen"])
-    assert float(score(rm, [s])[0]) == pytest.approx(naive_response_logprob(lm, s.input_ids, s.response_start), rel=1e-5)
+    expected = scale * naive_response_logprob(lm, s.input_ids, s.response_start)
+    assert float(score(rm, [s])[0]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_gather_logprobs_equals_log_softmax(tiny):
@@ -183,6 +186,23 @@ def test_training_decreases_loss_and_writes_results(tmp_path):
     table = results_table(tmp_path, "test")
     assert set(table["rm_type"]) == {"ex", "im"} and len(table) == 4  # 2 types x 2 runs x 1 eval set
     assert table["accuracy"].between(0, 1).all()
+
+
+def test_after_training_output_is_stored_and_reused_without_retraining(tmp_path):
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=4, micro_batch_size=4, seed=0, progress=False)
+    calls = []
+
+    def after(rm):  # e.g. samples of the IM-RM: needs the trained weights, stored with the run
+        calls.append(rm.kind)
+        return {"n_parameters": sum(p.numel() for p in rm.parameters()), "kind": rm.kind}
+
+    run = lambda: run_experiment("test", "tiny-random", "im", PAIRS, {"train": EvalSet(PAIRS)}, config, tmp_path,
+                                 after_training=after)
+    first = run()
+    assert not first.reused and first.record["after_training"]["kind"] == "im" and calls == ["im"]
+    assert json.loads(first.path.read_text())["after_training"] == first.record["after_training"]
+    again = run()
+    assert again.reused and again.record["after_training"] == first.record["after_training"] and calls == ["im"]
 
 
 def test_gradient_accumulation_is_exact(tiny):

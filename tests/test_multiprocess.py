@@ -91,6 +91,7 @@ def test_two_processes_match_one(tmp_path):
     assert (one["world_size"], two_["world_size"]) == (1, 2)
     assert not list((tmp_path / "two").glob("mp/*.ckpt")), "the checkpoint (step 2) is removed after the run"
     assert one["run_id"] == two_["run_id"]  # the same run, whatever the number of processes
+    assert two_["precision"]["mode"] == one["precision"]["mode"]  # "auto", decided by the main process
     steps_one, steps_two = one["history"]["steps"], two_["history"]["steps"]
     assert [s["pairs"] for s in steps_one] == [s["pairs"] for s in steps_two] == [4, 4, 1]
     assert [s["loss"] for s in steps_two] == pytest.approx([s["loss"] for s in steps_one], abs=1e-5)
