@@ -1,7 +1,7 @@
 """Preference data in TRL's ``prompt`` / ``chosen`` / ``rejected`` format (plain strings, no template).
 
 Rows come from a local directory of JSON Lines files (``<data_dir>/<name>/<split>.jsonl``) or from the
-Hugging Face Hub with the paper's processing (Appendix D.3). The data directory is, in order: the
+Hugging Face Hub with the official code's processing (Appendix D.3; see :func:`from_hub`). The data directory is, in order: the
 ``data_dir`` argument, ``$RMLIB_DATA_DIR``, or ``../shared/data`` beside the project (the offline
 mirror). Nothing is copied into the repository.
 
@@ -30,7 +30,9 @@ DATASETS = {
     "rewardbench_math": "allenai/reward-bench",
     "rewardbench_code": "allenai/reward-bench",
 }
-PAPER_SEED = 982
+PAPER_SEED = 982          # the official code's data-preparation seed (prepare_preference_dataset.py)
+PAPER_SUBSET_SEED = 517   # its dataset_prep_random_seed: which 1000 of the 2000 RewardMATH rows train
+PAPER_MATH_TRAIN_ROWS = 1000
 PAPER_MAX_TOKENS = 512
 PAPER_FILTER_TOKENIZER = "meta-llama/Llama-3.2-1B"
 
@@ -170,60 +172,117 @@ def load_persona(trait: str = "agreeableness", data_dir: str | Path | None = Non
 
 
 # ---------------------------------------------------------------- the Hub, with the paper's processing
+#
+# The official code (princeton-pli/exrm-vs-imrm: prepare_preference_dataset.py and utils/data_utils.py) makes
+# every processed split with ONE torch generator seeded 982, drawn in this order:
+#   1. RewardMATH / RewardBench only: perm = randperm(len(rows)); train = rows[perm[:-k]], test = rows[perm[-k:]]
+#      (k = HUB_TEST_ROWS[name]); UltraFeedback has its own train_prefs / test_prefs splits.
+#   2. both splits are length-filtered (prompt and each response at most 512 Llama-3.2-1B tokens, counted by
+#      tokenizer.encode, i.e. with the BOS token) and, for UltraFeedback, "translate"/"translation" prompts dropped;
+#   3. train = train[randperm(len(train))[:2000]]  (all of them, permuted, for ntrain -1: RewardBench);
+#   4. test = test[randperm(len(test))[:200]].
+# The mirror's files are these processed splits; ``id`` (where present) is the row's position in them.
+
+HUB_TEST_ROWS = {"rewardmath": 1000, "rewardbench_math": 400, "rewardbench_code": 492}
+HUB_TRAIN_SIZE = {"ultrafeedback": 2000, "rewardmath": 2000, "rewardbench_math": None, "rewardbench_code": None}
+HUB_TEST_SIZE = 200
+
 
 def paper_filter(rows: list[dict], tokenizer, max_tokens: int = PAPER_MAX_TOKENS,
                  drop_translate: bool = False) -> list[dict]:
-    """Appendix D.3: drop rows whose prompt or either response exceeds ``max_tokens`` tokens (the paper
-    counts with the Llama-3.2-1B tokenizer) and, for UltraFeedback, prompts mentioning translation."""
+    """Appendix D.3: drop rows whose prompt or either response exceeds ``max_tokens`` tokens and, for
+    UltraFeedback, prompts mentioning translation. Tokens are counted as the official code does,
+    ``len(tokenizer.encode(text))`` with special tokens (the paper counts with Llama-3.2-1B: BOS included)."""
     kept = []
     for row in rows:
         if drop_translate and ("translate" in row["prompt"].lower() or "translation" in row["prompt"].lower()):
             continue
-        if all(len(tokenizer(row[k], add_special_tokens=False)["input_ids"]) <= max_tokens for k in FIELDS):
+        if all(len(tokenizer(row[k])["input_ids"]) <= max_tokens for k in FIELDS):
             kept.append(row)
     return kept
 
 
-def sample_rows(rows: list[dict], n: int, seed: int = PAPER_SEED) -> list[dict]:
-    if n >= len(rows):
+def paper_subset(rows: list, n: int | None, seed: int) -> list:
+    """``rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]`` -- how the
+    official code draws a subset (``PreferenceDataModule.setup``): in the permutation's order, and all rows
+    in their own order when ``n`` is None or at least ``len(rows)``."""
+    import torch
+
+    if n is None or n >= len(rows):
         return list(rows)
-    return random.Random(seed).sample(rows, n)
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]
+    return [rows[i] for i in perm.tolist()]
 
 
-def _hub_rows(name: str, split: str) -> list[dict]:
+def _rewardmath_row(r: dict) -> dict:
+    """RewardMATH_pairwise's fields -> prompt/chosen/rejected (solution steps joined by spaces)."""
+    chosen, rejected = ("eval_solution_A", "eval_solution_B") if r["chosen_position"] == "A" else \
+        ("eval_solution_B", "eval_solution_A")
+    return {"prompt": r["problem"], "chosen": " ".join(r[chosen]), "rejected": " ".join(r[rejected])}
+
+
+def _hub_rows(name: str):
+    """The raw rows from the Hub (needs network): ``(train, test)`` for UltraFeedback's own splits, else
+    one list (RewardMATH_pairwise's only split "test" holds all 4,347 pairs)."""
     from datasets import load_dataset
 
     if name == "ultrafeedback":
-        ds = load_dataset(DATASETS[name], split="train_prefs" if split == "train" else "test_prefs")
-        return [{"prompt": r["prompt"], "chosen": r["chosen"][-1]["content"],
-                 "rejected": r["rejected"][-1]["content"]}
-                for r in ds if r["score_chosen"] > r["score_rejected"]]
+        def convert(ds):
+            return [{"prompt": r["prompt"], "chosen": r["chosen"][1]["content"], "rejected": r["rejected"][1]["content"]}
+                    for r in ds if r["score_chosen"] > r["score_rejected"]]
+        return (convert(load_dataset(DATASETS[name], split="train_prefs")),
+                convert(load_dataset(DATASETS[name], split="test_prefs")))
     if name == "rewardmath":
-        ds = load_dataset(DATASETS[name], split="train")
-        return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in ds]
-    ds = load_dataset(DATASETS[name], split="filtered")
+        return [_rewardmath_row(r) for r in load_dataset(DATASETS[name], split="test")]
     wanted = (lambda s: s == "math-prm") if name == "rewardbench_math" else (lambda s: s.startswith("hep"))
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in ds if wanted(r["subset"])]
+    return [{k: r[k] for k in FIELDS} for r in load_dataset(DATASETS[name], split="filtered") if wanted(r["subset"])]
+
+
+def _hub_splits(name: str, raw, generator) -> tuple[list[dict], list[dict]]:
+    """Step 1 above: (train, test) in the official code's order, before any filter."""
+    import torch
+
+    if name == "ultrafeedback":
+        return raw
+    cut = len(raw) - HUB_TEST_ROWS[name]
+    if cut < 0:
+        raise ValueError(f"{name}: {len(raw)} rows, fewer than the official test pool of {HUB_TEST_ROWS[name]}")
+    perm = torch.randperm(len(raw), generator=generator).tolist()
+    return [raw[i] for i in perm[:cut]], [raw[i] for i in perm[cut:]]
+
+
+def _process_hub_splits(name: str, train: list[dict], test: list[dict], tokenizer, generator) -> dict[str, list[dict]]:
+    """Steps 2-4 above (``generator`` continues from step 1); rows get ``id`` = position in the split."""
+    import torch
+
+    out = {}
+    for split, rows, size in (("train", train, HUB_TRAIN_SIZE[name]), ("test", test, HUB_TEST_SIZE)):
+        rows = paper_filter(rows, tokenizer, drop_translate=name == "ultrafeedback")
+        perm = torch.randperm(len(rows), generator=generator).tolist()  # drawn even when every row is kept
+        out[split] = [{"id": i, **rows[j]} for i, j in enumerate(perm[:size])]
+    return out
 
 
 def from_hub(name: str, split: str, on_error: str = "raise", tokenizer=None) -> Preferences:
-    """Download and process a data set as in Appendix D.3 (needs network and the filter tokenizer)."""
+    """Download and process a data set as the official code does (see the comment above); needs network
+    and the filter tokenizer (Llama-3.2-1B) unless ``tokenizer`` is given."""
+    import torch
+
     if DATASETS.get(name) is None:
         raise DataNotAvailable(f"data set {name!r} (GPT-4.1 rewrites) is not on the Hub; use the local "
                                "mirror (RMLIB_DATA_DIR) with the files from princeton-pli/exrm-vs-imrm")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    generator = torch.Generator().manual_seed(PAPER_SEED)
     try:
-        rows = _hub_rows(name, split)
         if tokenizer is None:
             from transformers import AutoTokenizer
             tokenizer = AutoTokenizer.from_pretrained(PAPER_FILTER_TOKENIZER)
+        raw = _hub_rows(name)
     except Exception as err:  # offline: ConnectionError, OSError, HF errors ...
         raise DataNotAvailable(f"data set {name!r} split {split!r} is not in the data directory "
                                f"({default_data_dir()}) and cannot be fetched from the Hub: "
                                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
-    rows = paper_filter(rows, tokenizer, drop_translate=name == "ultrafeedback")
-    if name == "ultrafeedback":
-        rows = sample_rows(rows, 2000 if split == "train" else 200)
-    else:  # one seeded shuffle; the first 200 rows are the test set, the next ones the training rows
-        rows = sample_rows(rows, len(rows))
-        rows = rows[:200] if split == "test" else rows[200:2200]
+    train, test = _hub_splits(name, raw, generator)
+    rows = _process_hub_splits(name, train, test, tokenizer, generator)[split]
     return validate(rows, f"hub:{DATASETS[name]}:{split}", on_error)

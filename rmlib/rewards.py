@@ -5,7 +5,11 @@
 * :class:`ImplicitRM` (IM-RM, Eq. 2):  r(x, y) = beta * (ln pi_theta(y|x) - ln pi_ref(y|x)), with
   ln pi(y|x) = sum_k ln pi(y_k | x, y_<k) over response tokens. pi_ref is the initial model; its
   log-probs are computed once per sequence (:meth:`ImplicitRM.cache_reference`) and cached, so no
-  second model is held in memory. Variant ``"no_ref"`` (Fig. 7): r = ln pi_theta(y|x) (no beta, no ref).
+  second model is held in memory. Variant ``"no_ref"`` (Fig. 7): r = beta * ln pi_theta(y|x), as the official
+  code that made Figure 7 computes it (``compute_rewards_with_implicit_rm``: ``rewards = kl_coeff * logps``,
+  the reference term subtracted only with a reference model); ``"no_ref_unscaled"``: r = ln pi_theta(y|x),
+  as the paper's text writes it (for the same weights the same ranking, but a 1/beta times larger
+  Bradley-Terry logit, so training differs).
 * :class:`GenerativeRM` (EX-GRM, Appendix A, Eq. 7):  r(x, y) = pi_theta("Yes" | I[x, y]) with the
   verification template of :data:`rmlib.formatting.GRM_TEMPLATE`.
 
@@ -27,7 +31,7 @@ from .losses import bradley_terry_loss, generative_loss
 from .models import hidden_size
 
 RM_TYPES = ("ex", "im", "grm")
-VARIANTS = {"ex": ("last", "mean"), "im": ("ref", "no_ref"), "grm": ("yes",)}
+VARIANTS = {"ex": ("last", "mean"), "im": ("ref", "no_ref", "no_ref_unscaled"), "grm": ("yes",)}
 
 
 # Attention implementations that take a custom 4D mask as is (flash-attention kernels do not).
@@ -185,7 +189,8 @@ class ExplicitRM(_RewardModel):
 
 
 class ImplicitRM(_RewardModel):
-    """IM-RM, Eq. 2: beta * (ln pi_theta(y|x) - ln pi_ref(y|x)); ``"no_ref"``: ln pi_theta(y|x)."""
+    """IM-RM, Eq. 2: beta * (ln pi_theta(y|x) - ln pi_ref(y|x)); ``"no_ref"``: beta * ln pi_theta(y|x) (the
+    official code's Figure 7); ``"no_ref_unscaled"``: ln pi_theta(y|x) (the paper's text)."""
 
     kind = "im"
 
@@ -227,8 +232,10 @@ class ImplicitRM(_RewardModel):
 
     def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
         logps = sequence_logprobs(self.lm, batch)
-        if self.variant == "no_ref":
+        if self.variant == "no_ref_unscaled":
             return logps
+        if self.variant == "no_ref":
+            return self.beta * logps
         if ref_logps is None:
             raise ValueError("ImplicitRM(variant='ref') needs ref_logps (see reference_logps)")
         return self.beta * (logps - ref_logps.to(logps.device))

@@ -87,3 +87,87 @@ def test_hub_processing_of_ultrafeedback(monkeypatch, tiny):
     prefs = data.from_hub("ultrafeedback", "test", tokenizer=tok)
     assert len(prefs) == 40  # score ties removed
     assert all(r["chosen"].startswith("good") and r["rejected"].startswith("bad") for r in prefs)
+
+
+class _BosTokenizer:
+    """Whitespace tokens plus a BOS token unless add_special_tokens=False (as Llama's tokenizer.encode)."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([0] if add_special_tokens else []) + [1] * len(text.split())}
+
+
+def test_paper_filter_counts_tokens_as_tokenizer_encode_with_bos():
+    rows = [{"prompt": "p", "chosen": "w " * 512, "rejected": "b"}, {"prompt": "p", "chosen": "w " * 511, "rejected": "b"}]
+    assert paper_filter(rows, _BosTokenizer(), max_tokens=512) == rows[1:]
+
+
+def test_paper_subset_is_the_official_randperm():
+    import torch
+
+    rows = list(range(2000))
+    expected = torch.randperm(2000, generator=torch.Generator().manual_seed(517))[:1000].tolist()
+    assert data.paper_subset(rows, 1000, 517) == expected
+    assert data.paper_subset(rows[:10], 1000, 517) == rows[:10]  # fewer rows than asked: all, in order
+    assert data.PAPER_SUBSET_SEED == 517 and data.PAPER_MATH_TRAIN_ROWS == 1000
+
+
+def _fake_hub(monkeypatch, rows):
+    import datasets
+
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return rows
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def _official_order(n_rows, n_test_pool, keep):
+    """The official draws with one generator seeded 982: split perm, then train perm, then test perm.
+    ``keep(i)``: whether raw row i passes the length filter."""
+    import torch
+
+    g = torch.Generator().manual_seed(982)
+    perm = torch.randperm(n_rows, generator=g).tolist()
+    train = [i for i in perm[:n_rows - n_test_pool] if keep(i)]
+    test = [i for i in perm[n_rows - n_test_pool:] if keep(i)]
+    train = [train[j] for j in torch.randperm(len(train), generator=g).tolist()[:2000]]
+    test = [test[j] for j in torch.randperm(len(test), generator=g).tolist()[:200]]
+    return train, test
+
+
+def test_hub_processing_of_rewardmath(monkeypatch):
+    """RewardMATH_pairwise's only split "test" (problem, eval_solution_A/B, chosen_position), the official
+    1000-row test pool, the 512-token filter and the seed-982 draws (a local stand-in of 1,100 pairs)."""
+    n = 1100
+    fake = [{"problem": ("long " * 600 if i % 50 == 7 else "") + f"problem {i}",
+             "eval_solution_A": [f"A{i} step one.", "step two."], "eval_solution_B": [f"B{i} only step."],
+             "chosen_position": "A" if i % 3 else "B", "model_names": ["m1", "m2"]} for i in range(n)]
+    calls = _fake_hub(monkeypatch, fake)
+    tok = _BosTokenizer()
+    test = data.from_hub("rewardmath", "test", tokenizer=tok)
+    train = data.from_hub("rewardmath", "train", tokenizer=tok)
+    assert calls[0] == (("RewardMATH/RewardMATH_pairwise",), {"split": "test"})
+    want_train, want_test = _official_order(n, 1000, lambda i: i % 50 != 7)
+    assert [r["prompt"] for r in test] == [f"problem {i}" for i in want_test] and len(test) == 200
+    assert [r["prompt"] for r in train] == [f"problem {i}" for i in want_train]
+    assert [r["id"] for r in test] == list(range(200))
+    for row in test.rows[:20]:
+        i = int(row["prompt"].split()[-1])
+        a, b = f"A{i} step one. step two.", f"B{i} only step."
+        assert (row["chosen"], row["rejected"]) == ((a, b) if i % 3 else (b, a))
+
+
+def test_hub_processing_of_rewardbench_math(monkeypatch):
+    fake = [{"prompt": f"q{i}", "chosen": f"c{i}", "rejected": f"r{i}", "subset": "math-prm" if i < 450 else "hep-python"}
+            for i in range(500)]
+    calls = _fake_hub(monkeypatch, fake)
+    tok = _BosTokenizer()
+    train, test = data.from_hub("rewardbench_math", "train", tokenizer=tok), data.from_hub("rewardbench_math", "test", tokenizer=tok)
+    assert calls[0] == (("allenai/reward-bench",), {"split": "filtered"})
+    want_train, want_test = _official_order(450, 400, lambda i: True)
+    assert [r["prompt"] for r in train] == [f"q{i}" for i in want_train] and len(train) == 50  # ntrain -1: all, permuted
+    assert [r["prompt"] for r in test] == [f"q{i}" for i in want_test] and len(test) == 200
+    with pytest.raises(ValueError, match="fewer than the official test pool of 492"):
+        data.from_hub("rewardbench_code", "train", tokenizer=tok)  # 50 "hep" rows only
