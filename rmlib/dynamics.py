@@ -501,3 +501,15 @@ def train_with_trajectories(rm, chosen: list[Encoded], rejected: list[Encoded], 
 
     history = train(rm, chosen, rejected, config, reference_sequences=heldout, on_step=on_step)
     return history, steps, np.stack(trajectory)
+
+
+def same_token_sentence(same: float, different: float) -> str:
+    """Whether the same-token cells of Eq. 5 dominate for a response that repeats the training text
+    (footnote 2: rho_{k,l} > 0 when the evaluated token equals the trained one), stated from the numbers."""
+    parts = f"same-token part {same:.4g} vs different-token part {different:.4g}"
+    if abs(same) > abs(different):
+        return (f"For the evaluated response that repeats the training chosen text, the same-token cells carry Eq. 5 "
+                f"({parts}), as footnote 2 leads one to expect.")
+    return (f"For the evaluated response that repeats the training chosen text, the same-token cells do **not** carry "
+            f"Eq. 5 here ({parts}): the different-token cells are larger in absolute value, unlike what footnote 2 "
+            "suggests.")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .data import load_persona
@@ -94,22 +95,23 @@ class PersonaSetting:
 
 
 def make_setting(prompts: list[str], n_train: int = 80, n_test: int = 40, seed: int = 0,
-                 n_eval_prompts: int | None = None) -> PersonaSetting:
+                 n_eval_train_prompts: int | None = None) -> PersonaSetting:
     """Split, assign responses and build the evaluation sets, all from ``seed``.
 
-    ``n_eval_prompts``: evaluate on only the first that many training and test prompts (a cheaper CPU
-    variant); None evaluates on all of them, as the paper."""
-    if n_eval_prompts is not None and (not isinstance(n_eval_prompts, int) or n_eval_prompts < 1):
-        raise ValueError(f"n_eval_prompts must be None or a positive integer, got {n_eval_prompts!r}")
+    Every test prompt is evaluated (forward passes only), as the paper. ``n_eval_train_prompts``:
+    evaluate only the first that many *training* prompts (16 + 4 pairs each; a cheaper CPU variant);
+    None evaluates all of them, as the paper."""
+    if n_eval_train_prompts is not None and (not isinstance(n_eval_train_prompts, int) or n_eval_train_prompts < 1):
+        raise ValueError(f"n_eval_train_prompts must be None or a positive integer, got {n_eval_train_prompts!r}")
     train_prompts, test_prompts = split_prompts(prompts, n_train, n_test, seed)
     train_rows = assign_responses(train_prompts, seed)
-    k = n_eval_prompts
-    ev_train, ev_test = train_prompts[:k], test_prompts[:k]
+    ev_train = train_prompts[:n_eval_train_prompts]
     eval_sets = {
         "train/original": EvalSet(combination_rows(ev_train, CHOSEN, REJECTED, assigned=train_rows), "original"),
         "train/paraphrased": EvalSet(combination_rows(ev_train, PARAPHRASED_CHOSEN, PARAPHRASED_REJECTED), "paraphrased"),
-        "test/original": EvalSet(combination_rows(ev_test, CHOSEN, REJECTED), "original"),
-        "test/paraphrased": EvalSet(combination_rows(ev_test, PARAPHRASED_CHOSEN, PARAPHRASED_REJECTED), "paraphrased"),
+        "test/original": EvalSet(combination_rows(test_prompts, CHOSEN, REJECTED), "original"),
+        "test/paraphrased": EvalSet(combination_rows(test_prompts, PARAPHRASED_CHOSEN, PARAPHRASED_REJECTED),
+                                    "paraphrased"),
     }
     return PersonaSetting(train_prompts, test_prompts, train_rows, eval_sets)
 

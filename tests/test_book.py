@@ -102,6 +102,37 @@ def test_results_page_is_generated_from_summaries(tmp_path):
     assert "02_b.json` is missing" in page  # a notebook without a summary is said so, not skipped silently
 
 
+def test_claims_table_lists_every_notebooks_claims_first(tmp_path):
+    layout = build_book.Layout(tmp_path, "cpu")
+    (layout.results / "summaries").mkdir(parents=True)
+    claim = {"claim": "IM-RM < EX-RM on paraphrases", "paper": "1.00 vs 0.00", "this build": "+0.40 [+0.10, +0.70]",
+             "verdict": "agrees with the paper", "estimate": 0.4}
+    (layout.results / "summaries" / "03_c.json").write_text(json.dumps(
+        {"notebook": "03_c", "profile": "cpu", "rows": [{"quantity": "q", "value": 1}], "claims": [claim]}))
+    (layout.results / "summaries" / "04_d.json").write_text(json.dumps(
+        {"notebook": "04_d", "profile": "cpu", "rows": [{"quantity": "q", "value": 1}]}))  # no claims: no rows
+    records = [{"stem": s, "seconds": 1.0, "finished": "now"} for s in ("03_c", "04_d")]
+    page = build_book.results_page(records, layout, "cpu")
+    row = ("| {doc}`03_c` | IM-RM < EX-RM on paraphrases | 1.00 vs 0.00 | +0.40 [+0.10, +0.70] | "
+           "agrees with the paper |")
+    assert row in page
+    assert page.index("## Claims tested in this build") < page.index("## {doc}`03_c`")
+    assert page.count("| {doc}`") == 1
+
+
+def test_retrain_passes_force_to_every_notebook(tmp_path, monkeypatch):
+    notebooks, params, layout = _setup(tmp_path, {"01_ok": "pass", "02_ok": "pass"})
+    seen = []
+    import papermill
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, out, parameters, **kw: (seen.append(parameters), Path(out).write_text("{}")))
+    build_book.execute_notebooks(build_book.find_notebooks(notebooks), params, layout, "smoke", retrain=True)
+    assert [p.get("force") for p in seen] == [True, True]
+    seen.clear()
+    build_book.execute_notebooks(build_book.find_notebooks(notebooks), params, layout, "smoke", force=True)
+    assert [p.get("force") for p in seen] == [None, None]  # --force re-executes, reusing stored runs
+
+
 def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
     (tmp_path / "a.html").write_text('<script src="https://cdn.jsdelivr.net/npm/x@1/dist/index.js"></script>'
                                      '<link rel="stylesheet" href="//example.org/style.css">'

@@ -165,3 +165,10 @@ def test_single_token_check(tiny):
     _, tok = tiny
     with pytest.raises(ValueError, match="one-token"):
         dyn.single_token_id(tok, "Absolutely")
+
+
+def test_same_token_sentence_follows_the_numbers():
+    from rmlib.dynamics import same_token_sentence
+
+    assert "carry Eq. 5 (same-token part 2 vs different-token part -0.5)" in same_token_sentence(2.0, -0.5)
+    assert "do **not** carry" in same_token_sentence(0.1, -0.5)

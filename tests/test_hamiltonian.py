@@ -5,6 +5,8 @@ import random
 import pytest
 
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter
+from rmlib import claims
+from rmlib import hamiltonian as ham
 from rmlib.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
                                is_hamiltonian_order, make_dataset, make_splits, parse_prompt, parse_response,
                                prepare_model, random_graph, random_non_cycle)
@@ -152,3 +154,31 @@ def test_paper_template_on_a_chat_model(fresh_tiny):
     tokens = tokenizer.convert_ids_to_tokens(list(encoded.input_ids))
     assert tokens[encoded.response_start - 1] == "[ASSISTANT]" and "[USER]" in tokens[:3]
     assert tokens[encoded.response_start:] == [t for v in parse_response(row["chosen"]) for t in (str(v), SEP)] + ["[EOS]"]
+
+
+def test_random_order_validity_matches_brute_force_enumeration():
+    import itertools
+    rng = random.Random(3)
+    for n in (3, 4, 5, 6, 7):
+        for _ in range(5):
+            graph, _ = ham.random_graph(n, 0.3, rng)
+            orders = [(0, *rest) for rest in itertools.permutations(range(1, n))]
+            brute = sum(ham.is_hamiltonian_order(graph, o) for o in orders) / len(orders)
+            assert ham.random_order_validity(graph) == pytest.approx(brute, abs=1e-12)
+    complete = ham.Graph(5, frozenset((u, v) for u in range(5) for v in range(u + 1, 5)))
+    assert ham.random_order_validity(complete) == 1.0
+
+
+def test_generation_vs_random_baseline_by_hand():
+    # 0 valid of 96 samples, each prompt with a 2.6% chance for a random ordering: P(0 by chance) = 0.974^96
+    interval, baseline, p_zero, verdict = claims.generation_vs_random([False] * 96, [0.026] * 96)
+    assert interval.high == pytest.approx(1 - 0.025 ** (1 / 96)) and baseline == pytest.approx(0.026)
+    assert p_zero == pytest.approx(0.974 ** 96)
+    assert verdict == "undecided at this size"  # the 95% interval (0 to 3.8%) contains 2.6%
+    _, _, p_zero, verdict = claims.generation_vs_random([False] * 400, [0.026] * 400)
+    assert verdict == "agrees with the paper" and p_zero == pytest.approx(0.974 ** 400)
+    _, _, p_tail, verdict = claims.generation_vs_random([True] * 30 + [False] * 70, [0.026] * 100)
+    assert verdict == "contradicts it" and p_tail == pytest.approx(1.0)
+    # P(at most 1 valid) with p = (0.5, 0.5): 3/4
+    assert claims.generation_vs_random([True, False], [0.5, 0.5])[2] == pytest.approx(0.75)
+    assert "0 of 96 samples are valid" in claims.generation_sentence("IM-RM", [False] * 96, [0.026] * 96)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rmlib import persona
+from rmlib import claims, persona
 from rmlib.evaluation import accuracy
 from rmlib.rewards import build_reward_model, score
 
@@ -82,9 +82,12 @@ def test_setting_has_all_combinations_and_flags_the_training_pair():
     per_prompt = Counter(r["prompt"] for r in s.eval_sets["test/paraphrased"].rows)
     assert set(per_prompt) == set(s.test_prompts) and set(per_prompt.values()) == {4}
     assert len({(r["prompt"], r["chosen"], r["rejected"]) for r in rows}) == len(rows)
-    small = persona.make_setting(prompts, 80, 40, seed=0, n_eval_prompts=5)
-    assert len(small.train_rows) == 80 and len(small.eval_sets["test/original"].rows) == 5 * 16
+    small = persona.make_setting(prompts, 80, 40, seed=0, n_eval_train_prompts=5)
+    assert len(small.train_rows) == 80 and len(small.eval_sets["train/original"].rows) == 5 * 16
     assert {r["prompt"] for r in small.eval_sets["train/original"].rows} == set(s.train_prompts[:5])
+    # every test prompt is evaluated, whatever the training-prompt subset
+    assert len(small.eval_sets["test/original"].rows) == 40 * 16
+    assert len(small.eval_sets["test/paraphrased"].rows) == 40 * 4
     json.dumps([ev.rows for ev in s.eval_sets.values()])  # results files must be able to fingerprint them
 
 
@@ -149,3 +152,52 @@ def test_token_changes_are_zero_for_the_same_model_and_sum_to_the_log_ratio(tiny
         expected = float(sequence_logprobs(other, batch) - sequence_logprobs(lm, batch))
     assert sum(r["change"] for r in rows) == pytest.approx(expected, abs=1e-4)
     assert any(abs(r["change"]) > 1e-3 for r in rows)
+
+
+def test_combination_and_prompt_correctness_by_hand():
+    # two prompts x the 2 x 2 combinations; rewards chosen by hand
+    rows = persona.combination_rows(["x", "z"], ["c1", "c2"], ["r1", "r2"])
+    rc = [1.0, 1.0, 0.0, 0.0,   1.0, 0.0, 0.5, 0.0]
+    rr = [0.0, 2.0, 0.0, 1.0,   0.0, 0.0, 0.0, 1.0]
+    # correctness:  1, 0, .5, 0  |  1, .5, 1, 0
+    table = claims.combination_accuracy(rows, rc, rr).set_index(["chosen", "rejected"])
+    assert table.loc[("c1", "r1"), "accuracy"] == 1.0 and table.loc[("c1", "r2"), "accuracy"] == 0.25
+    assert table.loc[("c2", "r1"), "accuracy"] == 0.75 and table.loc[("c2", "r2"), "accuracy"] == 0.0
+    assert (table["prompts"] == 2).all() and len(table) == 4
+    assert claims.prompt_correctness(rows, rc, rr).tolist() == [0.375, 0.625]
+    assert table["accuracy"].mean() == pytest.approx(accuracy(rc, rr))
+
+
+def _fake_record(setting, seed, rm_type, correct_on):
+    """A run record whose rewards rank every pair of the sets in ``correct_on`` correctly, the others wrongly."""
+    evals = {}
+    for name, ev in setting.eval_sets.items():
+        good = name in correct_on
+        evals[name] = {"reward_chosen": [1.0 if good else 0.0] * len(ev.rows),
+                       "reward_rejected": [0.0 if good else 1.0] * len(ev.rows)}
+    return {"spec": {"rm_type": rm_type, "seed": seed}, "evals": evals}
+
+
+def test_figure4_claims_resample_prompts_and_follow_the_papers_directions():
+    prompts = [f"statement {i}" for i in range(60)]
+    settings = {s: persona.make_setting(prompts, 20, 30, seed=s, n_eval_train_prompts=2) for s in (0, 1)}
+    records = [_fake_record(settings[s], s, "ex", {"test/original", "test/paraphrased"}) for s in (0, 1)]
+    records += [_fake_record(settings[s], s, "im", {"test/original"}) for s in (0, 1)]
+    matrix = claims.prompt_matrix(records, settings, "im", "test/paraphrased")
+    assert matrix.shape == (2, 30) and (matrix == 0).all()  # 30 test prompts per seed, not 30 x 4 pairs
+    tested = {claim: c for claim, _, c in claims.figure4_claims(records, settings, n_boot=500)}
+    assert len(tested) == 4  # no EX-GRM run: its claim is left out
+    assert all(c.verdict == "agrees with the paper" for c in tested.values())
+    gap = tested["EX-RM beats IM-RM on paraphrased responses, test prompts"]
+    assert gap.interval.estimate == pytest.approx(1.0) and gap.interval.n_pairs == 30 and gap.interval.n_seeds == 2
+    assert "30 prompts, 2 seeds" in gap.sentence()
+    # an IM-RM that does generalize contradicts the paper's "below chance"
+    records[2:] = [_fake_record(settings[s], s, "im", {"test/original", "test/paraphrased"}) for s in (0, 1)]
+    tested = {claim: c for claim, _, c in claims.figure4_claims(records, settings, n_boot=500)}
+    assert tested["IM-RM on paraphrased responses, test prompts: below chance"].verdict == "contradicts it"
+
+
+def test_fit_sentence_names_the_models_that_did_not_fit():
+    assert "Every reward model fit" in claims.fit_sentence({"EX-RM": 1.0, "IM-RM": 0.98})
+    text = claims.fit_sentence({"EX-RM": 1.0, "IM-RM": 0.6})
+    assert "IM-RM did not fit" in text and "EX-RM did not" not in text and "IM-RM 0.600" in text

@@ -97,7 +97,7 @@ class Layout:
 
 
 def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, profile: str,
-                      force: bool = False) -> list[dict]:
+                      force: bool = False, retrain: bool = False) -> list[dict]:
     """Run each notebook with papermill (skipping unchanged ones); returns one record per notebook."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -114,7 +114,7 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
                "rmlib": rmlib_hash()}  # hashed now: the kernel imports rmlib as it is when the notebook starts
         previous = json.loads(stamp_path.read_text()) if stamp_path.exists() else None
         header = f"[{i}/{len(notebooks)}] {stem} ({profile})"
-        if (not force and previous and output.exists() and previous.get("key") == key
+        if (not (force or retrain) and previous and output.exists() and previous.get("key") == key
                 and (not previous.get("summary") or summary.exists())):
             print(f"{header}: unchanged since its run of {previous['finished']} "
                   f"({previous['seconds']:.0f} s), skipped", flush=True)
@@ -125,6 +125,8 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
         if not isinstance(parameters, dict):
             raise BuildError(f"notebook {stem}: {rel(pfile)} must hold a mapping of parameter names to values")
         parameters["results_dir"] = rel(layout.results)
+        if retrain:
+            parameters["force"] = True
         print(f"{header}: running papermill {rel(notebook)} -> {rel(output)} -f {rel(pfile)} "
               f"-p results_dir {rel(layout.results)}", flush=True)
         stamp_path.unlink(missing_ok=True)
@@ -184,6 +186,7 @@ def results_page(records: list[dict], layout: Layout, profile: str) -> str:
     if profile == "smoke":
         lines += ["```{warning}", "This is a `smoke` build: tiny random models and a handful of examples, "
                   "meant to test the machinery. Its numbers say nothing about the paper's claims.", "```", ""]
+    lines += claims_table(records, layout)
     for record in records:
         stem = record["stem"]
         path = layout.results / "summaries" / f"{stem}.json"
@@ -204,6 +207,31 @@ def results_page(records: list[dict], layout: Layout, profile: str) -> str:
     total = sum(r["seconds"] for r in records)
     lines += ["", f"Total execution time: {total / 60:.1f} min on the machine that built this page.", ""]
     return "\n".join(lines)
+
+
+CLAIM_COLUMNS = ("claim", "paper", "this build", "verdict")
+
+
+def claims_table(records: list[dict], layout: Layout) -> list[str]:
+    """The book's claims table: one row per claim that a notebook tested (``claims`` in its summary,
+    written by ``rmlib.results.write_summary``), with this build's estimate, interval and verdict."""
+    rows = []
+    for record in records:
+        path = layout.results / "summaries" / f"{record['stem']}.json"
+        if path.exists():
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            rows += [(record["stem"], claim) for claim in summary.get("claims") or []]
+    if not rows:
+        return []
+    lines = ["## Claims tested in this build", "",
+             "Each row is one of the paper's claims as a notebook tested it: the paper's finding, this build's "
+             "estimate with its 95% confidence interval (paired bootstrap over evaluation pairs and seeds, "
+             "`rmlib.stats`), and the verdict computed from that interval: *agrees with the paper*, "
+             "*contradicts it*, or *undecided at this size*.", "",
+             "| notebook | claim | paper | this build (95% CI) | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {{doc}}`{stem}` | " + " | ".join(_cell(claim.get(c)) for c in CLAIM_COLUMNS) + " |"
+              for stem, claim in rows]
+    return lines + [""]
 
 
 def papermill_commands(stems: list[str], layout: Layout, profile: str) -> str:
@@ -285,7 +313,7 @@ def build_site(layout: Layout) -> None:
                          f"{listing}")
 
 
-def build(profile: str, force: bool = False, notebooks_dir: Path = ROOT / "notebooks",
+def build(profile: str, force: bool = False, retrain: bool = False, notebooks_dir: Path = ROOT / "notebooks",
           params_dir: Path = ROOT / "params", build_dir: Path = ROOT / "_build",
           book_dir: Path = ROOT / "book") -> Path:
     """Execute and build; returns the site's index.html."""
@@ -302,7 +330,7 @@ def build(profile: str, force: bool = False, notebooks_dir: Path = ROOT / "noteb
         if not notebooks:
             raise BuildError(f"no notebooks named NN_name.ipynb in {rel(notebooks_dir)}")
         print(f"book ({profile}): {len(notebooks)} notebooks: {', '.join(p.stem for p in notebooks)}", flush=True)
-        records = execute_notebooks(notebooks, params_dir, layout, profile, force)
+        records = execute_notebooks(notebooks, params_dir, layout, profile, force, retrain)
         executed_at = time.monotonic()
         assemble_source(records, layout, profile, book_dir)
         build_site(layout)
@@ -318,10 +346,13 @@ def build(profile: str, force: bool = False, notebooks_dir: Path = ROOT / "noteb
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"), choices=PROFILES)
-    parser.add_argument("--force", action="store_true", help="re-execute every notebook")
+    parser.add_argument("--force", action="store_true",
+                        help="re-execute every notebook (runs stored by the same code are reused)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="re-execute every notebook with force=True: every run is trained again")
     args = parser.parse_args(argv)
     try:
-        build(args.profile, force=args.force)
+        build(args.profile, force=args.force, retrain=args.retrain)
     except (BuildError, vendor_js.VendorError) as err:
         print(f"\nBOOK BUILD FAILED: {err}", file=sys.stderr, flush=True)
         return 1

@@ -1,0 +1,139 @@
+"""The paper's claims of Sections 3 and 5.1 tested from run records: sentences and verdicts.
+
+Nothing here computes a run's results (it is not part of ``rmlib.results.code_version()``): it reads
+stored rewards and samples and decides, with :mod:`rmlib.stats`, whether this build agrees with the paper.
+
+* Figure 3 (notebook 01): does the IM-RM generate valid Hamiltonian cycles more often than random vertex
+  orderings would (:func:`generation_vs_random`, the baseline from :func:`rmlib.hamiltonian.random_order_validity`)?
+* Figure 4 (notebook 03): accuracy per paraphrase combination, per-prompt correctness (the unit that is
+  resampled: a prompt's combinations share its tokens) and the claims of :data:`FIGURE4_CLAIMS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .evaluation import correctness
+from .stats import Comparison, compare
+
+
+# ------------------------------------------------------------------------- Figure 3: generation
+
+def generation_vs_random(valid, p_random, confidence: float = 0.95):
+    """Does a model generate valid cycles more often than random vertex orderings would?
+
+    ``valid``: one bool per sampled response; ``p_random``: per sample, :func:`random_order_validity` of its
+    prompt's graph. Returns ``(interval, baseline, p_zero_under_random, verdict)``: the exact (Clopper-Pearson)
+    interval of the model's valid fraction, the random orderings' expected fraction, the probability that
+    random orderings produce as few valid cycles as the model did (Poisson-binomial lower tail), and the
+    verdict on the paper's claim that the IM-RM does not generate cycles (fraction <= the baseline):
+    "agrees" if the interval lies below the baseline, "contradicts" if above, else "undecided"."""
+    valid, p_random = np.asarray(valid, dtype=bool), np.asarray(p_random, dtype=float)
+    if valid.shape != p_random.shape or valid.size == 0:
+        raise ValueError(f"need one random-ordering probability per sample, got {valid.shape} and {p_random.shape}")
+    k, n = int(valid.sum()), valid.size
+    interval = stats.binomial_interval(k, n, confidence)
+    baseline = float(p_random.mean())
+    # P(at most k valid among n independent orderings with probabilities p_random): dynamic programming
+    tail = np.zeros(k + 2)
+    tail[0] = 1.0
+    for p in p_random:
+        tail[1:] = tail[1:] * (1 - p) + tail[:-1] * p
+        tail[0] *= 1 - p
+    p_at_most_k = float(tail[:k + 1].sum())
+    shifted = stats.Interval(interval.estimate - baseline, interval.low - baseline, interval.high - baseline,
+                             confidence, n, 1)
+    return interval, baseline, p_at_most_k, stats.verdict(shifted, -1)
+
+
+def generation_sentence(label: str, valid, p_random, well_formed=None) -> str:
+    """One sentence stating :func:`generation_vs_random` for ``label``'s samples, with its verdict."""
+    interval, baseline, p_tail, verdict = generation_vs_random(valid, p_random)
+    k, n = int(np.sum(valid)), len(valid)
+    text = (f"{label}: {k} of {n} samples are valid cycles ({interval.estimate:.1%}, 95% CI {interval.low:.1%} to "
+            f"{interval.high:.1%})")
+    if well_formed is not None:
+        text += f", {int(np.sum(well_formed))} are well formed"
+    text += (f"; a random ordering of the vertices would be valid {baseline:.1%} of the time on the same prompts "
+             f"(probability of {k} or fewer valid out of {n} by chance: {p_tail:.2g}). ")
+    return text + {stats.VERDICTS[0]: "It generates valid cycles less often than random orderings would",
+                   stats.VERDICTS[1]: "It generates valid cycles more often than random orderings would",
+                   stats.VERDICTS[2]: "This sample cannot tell its generation from random orderings"}[verdict] + \
+        f" (paper: the IM-RM generates no valid cycle): {verdict}."
+
+
+# ------------------------------------------------------------------------ Figure 4: paraphrases
+
+def combination_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> pd.DataFrame:
+    """Accuracy of each (chosen response, rejected response) combination, over the prompts of ``rows``
+    (e.g. the 2 x 2 = 4 paraphrase combinations of Figure 4): columns chosen, rejected, accuracy, prompts."""
+    frame = pd.DataFrame({"chosen": [r["chosen"] for r in rows], "rejected": [r["rejected"] for r in rows],
+                          "correct": correctness(reward_chosen, reward_rejected)})
+    grouped = frame.groupby(["chosen", "rejected"], sort=False)["correct"]
+    return pd.DataFrame({"accuracy": grouped.mean(), "prompts": grouped.size()}).reset_index()
+
+
+def prompt_correctness(rows: list[dict], reward_chosen, reward_rejected) -> np.ndarray:
+    """Per prompt (in order of first appearance): the mean correctness over its combinations.
+
+    The combinations of one prompt share its tokens and are not independent; statistics resample
+    prompts (these means), not the individual combinations."""
+    frame = pd.DataFrame({"prompt": [r["prompt"] for r in rows], "correct": correctness(reward_chosen, reward_rejected)})
+    return frame.groupby("prompt", sort=False)["correct"].mean().to_numpy()
+
+
+def prompt_matrix(records: list[dict], settings: dict, rm_type: str, eval_set: str) -> np.ndarray:
+    """Per-prompt correctness (:func:`prompt_correctness`) of one reward-model type on one evaluation
+    set, shape (n_seeds, n_prompts), one row per run record of that type in seed order. ``settings``
+    maps a seed to its :class:`PersonaSetting` (each seed draws its own prompts)."""
+    rows = []
+    for record in sorted((r for r in records if r["spec"]["rm_type"] == rm_type), key=lambda r: r["spec"]["seed"]):
+        ev = record["evals"][eval_set]
+        pairs = settings[record["spec"]["seed"]].eval_sets[eval_set].rows
+        rows.append(prompt_correctness(pairs, ev["reward_chosen"], ev["reward_rejected"]))
+    if not rows:
+        raise ValueError(f"no run of reward-model type {rm_type!r}")
+    return np.stack(rows)
+
+
+# The claims of Section 5.1 (Figure 4, test prompts), as (A, B, paper's direction of A - B, claim, paper).
+# B is a reward-model type or 0.5 (chance accuracy).
+FIGURE4_CLAIMS = (
+    ("im", 0.5, -1, "IM-RM on paraphrased responses, test prompts: below chance", "near 0"),
+    ("ex", 0.5, +1, "EX-RM on paraphrased responses, test prompts: above chance", "1.00"),
+    ("ex", "im", +1, "EX-RM beats IM-RM on paraphrased responses, test prompts", "1.00 vs near 0"),
+    ("grm", 0.5, +1, "EX-GRM on paraphrased responses, test prompts: above chance (App. C.2)", "1.00"),
+    ("im", 0.5, +1, "IM-RM on the original responses, test prompts: above chance", "1.00"),
+)
+LABELS = {"ex": "EX-RM", "im": "IM-RM", "grm": "EX-GRM"}
+
+
+def figure4_claims(records: list[dict], settings: dict, n_boot: int = 10_000) -> list[tuple[str, str, Comparison]]:
+    """Each claim of :data:`FIGURE4_CLAIMS` whose reward models were run: ``(claim, paper, comparison)``,
+    the comparison resampling test prompts (per-prompt means over their combinations) and seeds."""
+    types = {r["spec"]["rm_type"] for r in records}
+    out = []
+    for a, b, direction, claim, paper in FIGURE4_CLAIMS:
+        if a not in types or (isinstance(b, str) and b not in types):
+            continue
+        eval_set = "test/original" if "original" in claim else "test/paraphrased"
+        x = prompt_matrix(records, settings, a, eval_set)
+        y = prompt_matrix(records, settings, b, eval_set) if isinstance(b, str) else b
+        out.append((claim, paper, compare(x, y, direction, label_a=LABELS[a],
+                                          label_b=LABELS.get(b, "chance (0.5)"), unit="prompt", n_boot=n_boot)))
+    return out
+
+
+def fit_sentence(lowest_fit: dict, threshold: float = 0.97) -> str:
+    """One sentence on the precondition of Figure 4: did every reward model fit its training pairs?
+    ``lowest_fit``: reward-model label -> lowest accuracy on its own training pairs over runs."""
+    listed = ", ".join(f"{label} {value:.3f}" for label, value in lowest_fit.items())
+    short = [label for label, value in lowest_fit.items() if value < threshold]
+    if not short:
+        return (f"Training fit (accuracy on the training pairs after training, lowest over runs): {listed}. "
+                f"Every reward model fit its training pairs (>= {threshold}), the precondition of the comparison.")
+    return (f"Training fit (accuracy on the training pairs after training, lowest over runs): {listed}. "
+            f"{', '.join(short)} did not fit its training pairs (< {threshold}) in every run, so its failures below "
+            "may be under-training rather than the generalization effect the paper isolates.")
