@@ -133,6 +133,26 @@ def test_retrain_passes_force_to_every_notebook(tmp_path, monkeypatch):
     assert [p.get("force") for p in seen] == [None, None]  # --force re-executes, reusing stored runs
 
 
+def test_pages_fold_code_and_keep_stderr_out(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("P = validate_notebook_params(globals(), SCHEMA)"),
+                nbformat.v4.new_code_cell("print(x)", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="2\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="UserWarning: /home/me/.venv/x.py\n")]),
+                nbformat.v4.new_code_cell("y", metadata={"tags": ["remove-input"]}),
+                nbformat.v4.new_markdown_cell("text")]
+    source, target, log = tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "a.stderr.txt"
+    nbformat.write(nb, source)
+    assert build_book.prepare_for_reading(source, target, log) == 1
+    cells = nbformat.read(target, as_version=4).cells
+    assert [c.metadata.get("tags") for c in cells[:5]] == [
+        ["parameters", "hide-cell"], ["injected-parameters", "hide-cell"], ["hide-cell"], ["hide-input"], ["remove-input"]]
+    assert [o.get("name") for o in cells[3].outputs] == ["stdout"]  # the warning left the page ...
+    assert "UserWarning" in log.read_text()                         # ... for the build log
+
+
 def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
     (tmp_path / "a.html").write_text('<script src="https://cdn.jsdelivr.net/npm/x@1/dist/index.js"></script>'
                                      '<link rel="stylesheet" href="//example.org/style.css">'

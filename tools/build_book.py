@@ -133,7 +133,8 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
         start = time.monotonic()
         try:
             papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(ROOT),
-                                       progress_bar=sys.stderr.isatty(), log_output=False)
+                                       progress_bar=sys.stderr.isatty(), log_output=True,
+                                       stdout_file=sys.stdout, stderr_file=sys.stderr)
         except PapermillExecutionError as err:
             first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
             raise BuildError(
@@ -261,6 +262,40 @@ def _drop_missing_links(text: str, docs: set[str]) -> tuple[str, list[str]]:
     return DOC_ROLE.sub(repl, text), missing
 
 
+FOLDED_CELL_TAGS = {"parameters", "injected-parameters"}  # plus the cell that validates the parameters
+
+
+def prepare_for_reading(executed: Path, target: Path, stderr_log: Path) -> int:
+    """Copy an executed notebook into the book's source, shaped for a reader:
+
+    * the parameter cells (papermill's ``parameters`` and ``injected-parameters``) and the cell that
+      validates them are folded whole (tag ``hide-cell``), every other code cell shows its output with the
+      code folded behind a toggle (``hide-input``);
+    * stderr outputs (library warnings, progress bars) are left out of the page and written to
+      ``stderr_log``, so nothing is lost. Returns how many stderr outputs were moved."""
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    moved = []
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        source = "".join(cell.get("source", ""))
+        fold = "hide-cell" if FOLDED_CELL_TAGS & set(tags) or "validate_notebook_params(" in source else "hide-input"
+        if not {"hide-cell", "hide-input", "remove-cell", "remove-input"} & set(tags):
+            tags.append(fold)
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                moved.append(f"--- cell {index}\n" + "".join(output.get("text", "")))
+            else:
+                kept.append(output)
+        cell["outputs"] = kept
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+    if moved:
+        stderr_log.write_text("\n".join(moved), encoding="utf-8")
+    return len(moved)
+
+
 def assemble_source(records: list[dict], layout: Layout, profile: str, book_dir: Path) -> None:
     """Write the book's source folder: pages, executed notebooks, results overview, _toc.yml, _config.yml."""
     if layout.src.exists():
@@ -276,7 +311,11 @@ def assemble_source(records: list[dict], layout: Layout, profile: str, book_dir:
             text = text.replace("<!-- papermill-commands -->", papermill_commands(stems, layout, profile))
         (layout.src / page).write_text(text, encoding="utf-8")
     for stem in stems:
-        shutil.copy2(layout.executed / f"{stem}.ipynb", layout.src / f"{stem}.ipynb")
+        moved = prepare_for_reading(layout.executed / f"{stem}.ipynb", layout.src / f"{stem}.ipynb",
+                                    layout.executed / f"{stem}.stderr.txt")
+        if moved:
+            print(f"  {stem}: {moved} stderr output(s) (warnings, progress) kept out of the page, in "
+                  f"{rel(layout.executed / f'{stem}.stderr.txt')}")
     (layout.src / "results.md").write_text(results_page(records, layout, profile), encoding="utf-8")
     toc = {"format": "jb-book", "root": "intro",
            "chapters": [{"file": s} for s in stems] + [{"file": "results"}, {"file": "rerun"}]}
