@@ -346,3 +346,12 @@ def test_rho_explorer_responds(site, browser):
         assert not visit.problems, visit.problems
     finally:
         visit.close()
+
+
+def test_book_text_helpers():
+    from rmlib.book import plural, significant
+
+    assert plural(1, "epoch") == "1 epoch" and plural(2, "epoch") == "2 epochs" and plural(0, "seed") == "0 seeds"
+    assert plural(3, "combination") == "3 combinations" and plural(2, "analysis", "analyses") == "2 analyses"
+    assert significant(0.0001) == "0.0001" and significant(2e-5) == "2e-05" and significant(0.98765) == "0.988"
+    assert significant(-0.0) == "0" and significant(float("nan")) == "–" and significant(7) == "7"
