@@ -40,7 +40,7 @@ import yaml
 
 from .data import DATASETS, DataNotAvailable, default_data_dir, load_preferences
 from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
-from .params import Param, ParameterError, validate
+from .params import DATA_DIR, MODEL, Param, ParameterError, validate
 from .precision import PRECISIONS, PrecisionError, precision_from_dtype
 from .rewards import RM_TYPES
 from .sweep import grid, run_sweep
@@ -51,7 +51,7 @@ DEFAULTS = {
     "setting": "cli", "model": OFFLINE_DEFAULT, "rm_type": "ex", "variant": None, "beta": 0.01,
     "precision": "auto", "max_length": None, "use_chat_template": None,
     "epochs": 1, "lr": 1e-6, "batch_size": 32, "micro_batch_size": 8, "seed": 0, "max_steps": None,
-    "checkpoint_every": 50, "eval_batch_size": 16, "progress": True,
+    "checkpoint_every": 50, "eval_batch_size": 16, "progress": True, "drop_longer": False,
     "results_dir": "results", "data_dir": None, "data_seed": 0,
     "train": {"data": "ultrafeedback", "split": "train", "limit": None},
     "eval": {"ultrafeedback": {"data": "ultrafeedback", "split": "test", "limit": None,
@@ -60,14 +60,14 @@ DEFAULTS = {
 }
 
 SCHEMA = {
-    "setting": Param(str), "model": Param(str), "rm_type": Param(str, choices=RM_TYPES),
+    "setting": Param(str), "model": MODEL, "rm_type": Param(str, choices=RM_TYPES),
     "variant": Param(str, nullable=True), "beta": Param(float, low=1e-12),
     "precision": Param(str, choices=PRECISIONS), "max_length": Param(int, low=1, nullable=True),
     "use_chat_template": Param(bool, nullable=True),
     "epochs": Param(int, low=1), "lr": Param(float, low=1e-12, high=0.999999), "batch_size": Param(int, low=1),
     "micro_batch_size": Param(int, low=1), "seed": Param(int, low=0), "max_steps": Param(int, low=1, nullable=True),
     "checkpoint_every": Param(int, low=1, nullable=True), "eval_batch_size": Param(int, low=1),
-    "progress": Param(bool), "results_dir": Param(str), "data_dir": Param(str, nullable=True),
+    "progress": Param(bool), "drop_longer": Param(bool), "results_dir": Param(str), "data_dir": DATA_DIR,
     "data_seed": Param(int, low=0), "train": Param(dict), "eval": Param(dict), "extra": Param(dict),
 }
 TRAIN_SCHEMA = {"data": Param(str, choices=tuple(DATASETS)), "split": Param(str, choices=("train", "test")),
@@ -115,15 +115,8 @@ def check_spec(spec: dict) -> dict:
     out["eval"] = {name: _section(f"eval.{name}", ev, EVAL_SCHEMA, {"limit": None, "split": "test",
                                                                    "category": "in-distribution"})
                    for name, ev in out["eval"].items()}
-    model = out["model"]
-    if model not in MODEL_NAMES and "/" not in model and not Path(model).exists():
-        raise ParameterError(f"parameter 'model' = {model!r} is not a known model name, a hub id (org/name) "
-                             f"or a local folder; known names: {', '.join(MODEL_NAMES)}")
-    if out["data_dir"] is not None and not Path(out["data_dir"]).is_dir():
-        raise DataNotAvailable(f"data directory {out['data_dir']!r} (parameter 'data_dir') does not exist")
-    if out["max_steps"] is None and out["micro_batch_size"] > out["batch_size"]:
-        raise ParameterError(f"parameter 'micro_batch_size' = {out['micro_batch_size']} is larger than "
-                             f"'batch_size' = {out['batch_size']}")
+    if out["drop_longer"] and out["max_length"] is None:
+        raise ParameterError("parameter 'drop_longer' = True needs 'max_length' (the cap above which rows are dropped)")
     return out
 
 
@@ -160,6 +153,27 @@ def build_specs(spec: dict, sets: list[str] = (), sweeps: list[str] = ()) -> lis
     return specs
 
 
+def _length_filter(spec: dict, notes: list):
+    """With ``drop_longer``, a function that drops the rows with a sequence longer than ``max_length`` in the
+    format this reward model sees (counted in ``notes``, as the notebooks do); else the identity."""
+    if not spec["drop_longer"]:
+        return lambda rows, name: rows
+    from .models import load_tokenizer
+    from .realworld import fits, length_encoders
+
+    encoders = length_encoders(load_tokenizer(spec["model"]), [spec["rm_type"]], spec["use_chat_template"])
+
+    def keep(rows, name):
+        kept = [r for r in rows if fits(r, encoders, spec["max_length"])]
+        if len(kept) < len(rows):
+            notes.append(f"{name}: dropped {len(rows) - len(kept)} of {len(rows)} rows longer than "
+                         f"max_length={spec['max_length']} tokens")
+        if not kept:
+            raise ParameterError(f"{name}: every row is longer than max_length={spec['max_length']}; raise it")
+        return kept
+    return keep
+
+
 def run_spec(spec: dict, force: bool = False, accelerator=None):
     """Load the data of one validated spec and run it (:func:`rmlib.experiment.run_experiment`)."""
     from .experiment import EvalSet, run_experiment
@@ -175,8 +189,9 @@ def run_spec(spec: dict, force: bool = False, accelerator=None):
             notes.append(f"{name}: dropped {prefs.dropped} malformed rows of {prefs.origin}")
         return prefs.rows
 
-    train_rows = rows(spec["train"], "train")
-    eval_sets = {name: EvalSet(rows(ev, name), ev["category"]) for name, ev in spec["eval"].items()}
+    keep = _length_filter(spec, notes)
+    train_rows = keep(rows(spec["train"], "train"), "train")
+    eval_sets = {name: EvalSet(keep(rows(ev, name), name), ev["category"]) for name, ev in spec["eval"].items()}
     config = TrainConfig(epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"],
                          micro_batch_size=spec["micro_batch_size"], seed=spec["seed"], max_steps=spec["max_steps"],
                          progress=spec["progress"], checkpoint_every=spec["checkpoint_every"])
@@ -192,7 +207,11 @@ def run_spec(spec: dict, force: bool = False, accelerator=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rmlib.cli", description=__doc__.split("\n")[0])
+    keys = "\n".join(f"  {k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     for k, v in DEFAULTS.items())
+    parser = argparse.ArgumentParser(prog="python -m rmlib.cli", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"spec keys and their defaults (an example: configs/example_spec.yaml):\n{keys}")
     parser.add_argument("spec", nargs="?", help="YAML file with the run's parameters (default: all defaults)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set seed=1 or --set train.limit=64")
@@ -201,13 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="redo runs whose results file exists")
     args = parser.parse_args(argv)
 
-    spec = {}
-    if args.spec:
-        with open(args.spec, encoding="utf-8") as f:
-            spec = yaml.safe_load(f) or {}
-        if not isinstance(spec, dict):
-            raise ParameterError(f"{args.spec} must hold a mapping of parameters")
-    specs = build_specs(spec, args.sets, args.sweeps)  # everything validated before any work
+    try:
+        spec = {}
+        if args.spec:
+            with open(args.spec, encoding="utf-8") as f:
+                spec = yaml.safe_load(f) or {}
+            if not isinstance(spec, dict):
+                raise ParameterError(f"{args.spec} must hold a mapping of parameters")
+        specs = build_specs(spec, args.sets, args.sweeps)  # everything validated before any work
+    except (ParameterError, DataNotAvailable, OSError, yaml.YAMLError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        print(f"  spec: {args.spec or '(defaults)'}; --set {args.sets}; --sweep {args.sweeps}; "
+              "python -m rmlib.cli --help lists the keys", file=sys.stderr)
+        return 2
 
     import torch
     from accelerate import PartialState
@@ -215,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     # cpu=True without GPUs: under `accelerate launch --multi_gpu` / torchrun this gives gloo processes.
     main_process = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     log = print if main_process else (lambda *a, **k: None)
-    log(f"{len(specs)} run(s); data directory: {specs[0]['data_dir'] or default_data_dir()}")
+    log(f"{len(specs)} run{'s' if len(specs) != 1 else ''}; data directory: {specs[0]['data_dir'] or default_data_dir()}")
 
     def one(spec):
         outcome = run_spec(spec, force=args.force)

