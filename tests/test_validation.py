@@ -221,3 +221,15 @@ def test_cli_drop_longer_drops_and_counts_rows(tmp_path):
     notes = []
     keep = cli._length_filter(spec, notes)
     assert keep(rows, "train") == rows[:1] and notes == ["train: dropped 1 of 2 rows longer than max_length=64 tokens"]
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_notebooks_are_valid_nbformat_with_cell_ids(notebook):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MissingIDFieldWarning: a cell without an id
+        nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+        nbformat.validate(nb)
+    assert all("id" in cell for cell in nb.cells)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
