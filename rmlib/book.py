@@ -41,4 +41,64 @@ def significant(x, digits: int = 3) -> str:
         return str(x)
     if x == 0:
         return "0"
+    if 1e3 <= abs(x) < 1e6:  # 1,234 reads better than 1.23e+03
+        return f"{x:,.0f}"
     return f"{x:.{digits}g}"
+
+
+def _header(label) -> str:
+    """A column label as English: tuples of a MultiIndex joined, underscores as spaces, "" dropped."""
+    parts = label if isinstance(label, tuple) else (label,)
+    return " ".join(str(p).replace("_", " ") for p in parts if str(p) != "").strip()
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (bool,)) or type(value).__name__ == "bool_":
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if math.isnan(number):
+            return "–"
+        if float(number).is_integer() and abs(number) < 1e6 and not isinstance(value, float):
+            return f"{int(number):,}" if abs(number) >= 1e4 else str(int(number))
+        return significant(number, digits)
+    return str(value)
+
+
+def table(frame, digits: int = 3, index: bool = True, rename: dict | None = None):
+    """A pandas table as the book shows it: the index (if ``index``) turned into ordinary leading columns
+    and no 0..N row numbers, MultiIndex headers flattened into one English header row, numbers with
+    ``digits`` significant digits (1e-04, never 0.000), missing values as "–", booleans as yes/no.
+    ``rename`` maps raw column names to headers. Returns a Styler (rendered as HTML by the notebook)."""
+    import pandas as pd
+
+    frame = frame.to_frame() if isinstance(frame, pd.Series) else frame.copy()
+    has_index = index and not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
+    if has_index:
+        names = [n if n is not None else "" for n in frame.index.names]
+        frame.index = frame.index.set_names([n or f"level_{i}" for i, n in enumerate(names)])
+        frame = frame.reset_index()
+        if isinstance(frame.columns, pd.MultiIndex):  # reset_index pads the new columns' labels with ""
+            frame.columns = pd.MultiIndex.from_tuples(
+                [(c[0] if not str(c[0]).startswith("level_") else "",) + tuple(c[1:]) for c in frame.columns])
+        else:
+            frame = frame.rename(columns={f"level_{i}": "" for i in range(len(names))})
+    rename = rename or {}
+    frame.columns = [rename.get(c, _header(c)) for c in frame.columns]
+    text = frame.map(lambda v: _cell(v, digits)) if hasattr(frame, "map") else frame.applymap(lambda v: _cell(v, digits))
+    return text.style.hide(axis="index")
+
+
+def without_machine_paths(text: str, folder, label: str) -> str:
+    """``text`` with the absolute ``folder`` (as given, and resolved) written as ``label``: the book shows
+    "data_dir/ultrafeedback/train.jsonl line 63", not the reader-irrelevant path of the build machine."""
+    from pathlib import Path
+
+    for form in sorted({str(Path(folder).resolve()), str(Path(folder).absolute()), str(folder)}, key=len, reverse=True):
+        text = text.replace(form.rstrip("/"), label)
+    return text

@@ -343,6 +343,32 @@ def test_rho_explorer_responds(site, browser):
         page.wait_for_selector(".rho-token-active", timeout=WAIT_MS)
         assert explorer.locator(".rho-token-active").count() >= 2, \
             "hovering a cell should highlight its two tokens"
+
+        # keyboard: focus the heatmap, move right; the active cell and the readout follow
+        heat = explorer.locator("svg.rho-svg").first
+        heat.focus()
+        heat.press("Home")
+        first = explorer.locator(".rho-cell-active").first.get_attribute("data-l")
+        readout = explorer.locator(".rho-readout").inner_text()
+        heat.press("ArrowRight")
+        assert explorer.locator(".rho-cell-active").count() == 1
+        assert explorer.locator(".rho-cell-active").first.get_attribute("data-l") == str(int(first) + 1)
+        assert explorer.locator(".rho-readout").inner_text() != readout
+        # touch: a tap activates the tapped cell
+        cell = explorer.locator(".rho-cell").nth(3)
+        cell.dispatch_event("pointerdown", {"pointerType": "touch"})
+        assert "rho-cell-active" in cell.get_attribute("class")
+
+        assert explorer.locator(".rho-scale").count() == 1, "the heatmap has no colour bar"
+        text = explorer.inner_text() + " ".join(select.locator("option").all_inner_texts()) \
+            + " ".join(explorer.locator("select.rho-mode option").all_inner_texts())
+        assert "_{" not in text, "raw LaTeX-style notation (_{...}) in the explorer's text"
+
+        # a phone-sized column: the controls stay on screen
+        page.set_viewport_size({"width": 420, "height": 800})
+        page.wait_for_timeout(300)
+        right = select.evaluate("el => el.getBoundingClientRect().right")
+        assert right <= 420, f"the pair dropdown runs off a 420 px screen (right edge at {right:.0f} px)"
         assert not visit.problems, visit.problems
     finally:
         visit.close()
@@ -355,3 +381,102 @@ def test_book_text_helpers():
     assert plural(3, "combination") == "3 combinations" and plural(2, "analysis", "analyses") == "2 analyses"
     assert significant(0.0001) == "0.0001" and significant(2e-5) == "2e-05" and significant(0.98765) == "0.988"
     assert significant(-0.0) == "0" and significant(float("nan")) == "–" and significant(7) == "7"
+    assert significant(1234.5) == "1,234" and significant(2.5e7) == "2.5e+07"
+
+
+def test_book_tables_read_as_english():
+    """The issue's cases: lr 1e-4 shown as 0.000, -0.000000, NaN cells, 0..N index columns, empty
+    MultiIndex header rows."""
+    import re
+
+    import numpy as np
+    import pandas as pd
+
+    from rmlib.book import table
+
+    sweep = pd.DataFrame({"lr": [1e-4, 1e-6], "test_accuracy": [0.98765, np.nan], "delta": [-1e-9, 0.5],
+                          "pairs": [3, 12345], "fitted": [True, False]})
+    shown = table(sweep).data
+    assert list(shown.columns) == ["lr", "test accuracy", "delta", "pairs", "fitted"]
+    assert shown["lr"].tolist() == ["0.0001", "1e-06"] and shown["test accuracy"].tolist() == ["0.988", "–"]
+    assert shown["delta"].tolist() == ["-1e-09", "0.5"] and shown["pairs"].tolist() == ["3", "12,345"]
+    assert shown["fitted"].tolist() == ["yes", "no"]
+    html = table(sweep).to_html()
+    assert "nan" not in html.lower() and not re.search(r"0\.000(?!\d)", html) and 'class="row_heading' not in html
+
+    long = pd.DataFrame({"rm": ["EX", "EX", "IM", "IM"], "eval_set": ["train", "test"] * 2,
+                         "mean": [1.0, 0.7, 1.0, 0.9], "std": [0.0, 0.1, 0.0, 0.05]})
+    wide = table(long.pivot(index="rm", columns="eval_set", values=["mean", "std"])).data
+    assert list(wide.columns) == ["rm", "mean test", "mean train", "std test", "std train"]
+    assert wide.iloc[1].tolist() == ["IM", "0.9", "1", "0.05", "0"]
+    grouped = table(long.groupby(["rm", "eval_set"])[["mean"]].mean(), rename={"eval_set": "evaluation set"}).data
+    assert list(grouped.columns) == ["rm", "evaluation set", "mean"] and len(grouped) == 4
+
+
+def test_machine_paths_are_written_as_the_parameter(tmp_path):
+    from rmlib.book import without_machine_paths
+
+    (tmp_path / "data").mkdir()
+    note = f"{(tmp_path / 'data').resolve()}/ultrafeedback/train.jsonl line 63: chosen and rejected are identical"
+    assert without_machine_paths(note, tmp_path / "data", "data_dir") == \
+        "data_dir/ultrafeedback/train.jsonl line 63: chosen and rejected are identical"
+
+
+_READER_CHECKS = r"""() => {
+  const main = document.querySelector('main') || document.body;
+  const code = 'pre, code, .highlight, script, style, mjx-container, .cell_input, textarea';
+  const rawMath = [], leaks = [];
+  const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, text = node.textContent;
+    if (!node.parentElement.closest(code) && /\$\\|\\\(|\\\[/.test(text)) rawMath.push(text.trim().slice(0, 120));
+    if (!node.parentElement.closest('.cell_input, script, style')
+        && /\/(work|root|home|tmp|usr|opt)\/[\w.]|site-packages|\b\w*Warning:|warnings\.warn/.test(text))
+      leaks.push(text.trim().slice(0, 160));
+  }
+  const uncaptioned = Array.from(main.querySelectorAll('.cell_output img')).filter(img => {
+    const fig = img.closest('figure');
+    return !fig || !fig.querySelector('figcaption .caption-number');
+  }).map(img => img.getAttribute('src'));
+  const folded = el => { const d = el.closest('details'); return d !== null && !d.open; };
+  const openCode = Array.from(main.querySelectorAll('.cell_input')).filter(el => !folded(el))
+    .map(el => el.textContent.trim().slice(0, 80));
+  const cells = main.querySelectorAll('div.cell:not(.tag_remove-input):not(.tag_remove-cell)').length;
+  const toggles = main.querySelectorAll('div.cell details.hide').length;
+  return {rawMath, leaks, uncaptioned, openCode, cells, toggles};
+}"""
+
+
+def test_pages_read_as_a_book(site, browser):
+    """What a reader meets on every notebook page: no raw LaTeX outside code, every figure numbered and
+    captioned, no machine path or Python warning text, and every code cell folded behind a toggle."""
+    problems = {}
+    for page in [p for p in _pages(site) if p[:2].isdigit()]:
+        visit = Visit(browser, (site / page).as_uri())
+        try:
+            found = visit.page.evaluate(_READER_CHECKS)
+        finally:
+            visit.close()
+        bad = {k: found[k] for k in ("rawMath", "leaks", "uncaptioned", "openCode") if found[k]}
+        if found["toggles"] < found["cells"]:
+            bad["unfolded"] = f"{found['cells'] - found['toggles']} of {found['cells']} code cells have no toggle"
+        if bad:
+            problems[page] = bad
+    assert not problems, json.dumps(problems, indent=1)
+
+
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_search_shows_snippets(site, server, browser, scheme):
+    """Sphinx's search page fetches every hit's page for a snippet; from file:// the browser refuses the
+    fetch (CORS) unless the build embedded the pages (tools/offline_search.py)."""
+    url = f"{server}/search.html?q=reward" if scheme == "http" else (site / "search.html").as_uri() + "?q=reward"
+    visit = Visit(browser, url)
+    try:
+        visit.page.wait_for_selector("#search-results li", timeout=WAIT_MS)
+        visit.page.wait_for_function("() => document.querySelectorAll('#search-results li p.context').length >= 3",
+                                     timeout=WAIT_MS)
+        snippets = visit.page.locator("#search-results li p.context").all_inner_texts()
+        assert any("reward" in s.lower() for s in snippets), snippets[:3]
+        assert not visit.problems, visit.problems
+    finally:
+        visit.close()

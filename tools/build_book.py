@@ -14,7 +14,8 @@ Steps, for a profile P (all output under ``_build/P/``, which git ignores):
    results overview (from ``_build/P/results/summaries/*.json``, written by each notebook) and a generated
    table of contents, then ``jupyter-book build`` it with execution off and warnings as errors.
 3. Vendor require.js, the ipywidgets html-manager, MathJax and anywidget into the site (tools/vendor_js.py)
-   and check that no built page references a CDN, so the site works offline and from file://.
+   and check that no built page references a CDN, so the site works offline and from file://; embed the
+   pages' text for the search page's snippets, which a browser cannot fetch from file:// (tools/offline_search.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import offline_search  # noqa: E402
 import vendor_js  # noqa: E402
 
 PROFILES = ("smoke", "cpu", "paper")
@@ -345,6 +347,7 @@ def build_site(layout: Layout) -> None:
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         raise BuildError(f"jupyter-book build failed (warnings are errors):\n{output[-6000:]}")
+    offline_search.install(layout.html)  # search snippets also from file://
     remote = vendor_js.cdn_urls(layout.html)
     if remote:
         listing = "\n".join(f"  {page}: {', '.join(urls)}" for page, urls in remote.items())

@@ -106,11 +106,15 @@ function render({ model, el }) {
     const at = Math.max(0, Math.min(steps.length - 1, Number(slider.value)));
     prompt.textContent = `prompt: ${e.prompt}`;
     e.responses.forEach((r, j) => {
+      // the line's swatch and the response's name stay together; the quoted response may wrap
       const item = htmlEl("span", "tv-legend-item");
-      const swatch = htmlEl("span", "tv-swatch", r.paraphrased ? "- -" : "\u2014\u2014");
+      const key = htmlEl("span", "tv-legend-key");
+      const swatch = htmlEl("span", "tv-swatch", r.paraphrased ? "- - -" : "\u2014\u2014");
       swatch.style.color = COLOURS[j % COLOURS.length];
-      item.appendChild(swatch);
-      item.appendChild(document.createTextNode(` ${r.name}: "${r.text}"  `));
+      key.appendChild(swatch);
+      key.appendChild(document.createTextNode(` ${r.name}:`));
+      item.appendChild(key);
+      item.appendChild(document.createTextNode(` "${r.text}"`));
       legend.appendChild(item);
     });
     panels.appendChild(panel("ex", e.ex, steps, e.responses, at));
