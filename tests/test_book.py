@@ -83,6 +83,17 @@ def test_failing_cell_stops_the_build_and_keeps_earlier_notebooks(tmp_path):
     assert [r["reused"] for r in run()] == [True, True, False]
 
 
+def test_build_log_streams_cell_output_without_kernel_warnings(tmp_path, capfd):
+    """Cell output reaches the build console while the notebook runs (a user can tell slow from hung),
+    and the kernel runs over local sockets, so ipykernel's "running over TCP without encryption" warning
+    does not clutter the log."""
+    notebooks, params, layout = _setup(tmp_path, {"01_ok": "import sys\nprint('x is', x)\nprint('on stderr', file=sys.stderr)"})
+    build_book.execute_notebooks(build_book.find_notebooks(notebooks), params, layout, "smoke")
+    out, err = capfd.readouterr()
+    assert "x is 2" in out + err and "on stderr" in out + err
+    assert "TCP" not in out + err, [line for line in (out + err).splitlines() if "TCP" in line]
+
+
 def test_missing_parameter_file_is_named(tmp_path):
     notebooks, params, layout = _setup(tmp_path, {"01_ok": "pass"})
     with pytest.raises(build_book.BuildError, match=r"params/01_ok/paper\.yaml is missing|01_ok/paper.yaml"):

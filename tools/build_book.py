@@ -98,11 +98,28 @@ class Layout:
         return self.executed / f"{stem}.stamp.json"
 
 
+def _local_socket_kernel_manager():
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        """The notebook's kernel talks over Unix sockets (zmq ``ipc``), not TCP on localhost: nothing is
+        reachable from the network, and ipykernel does not warn "Kernel is running over TCP without
+        encryption" into the build log."""
+
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return LocalSocketKernelManager
+
+
 def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, profile: str,
                       force: bool = False, retrain: bool = False) -> list[dict]:
     """Run each notebook with papermill (skipping unchanged ones); returns one record per notebook."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    LocalSocketKernelManager = _local_socket_kernel_manager()
 
     layout.executed.mkdir(parents=True, exist_ok=True)
     records = []
@@ -136,7 +153,8 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
         try:
             papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(ROOT),
                                        progress_bar=sys.stderr.isatty(), log_output=True,
-                                       stdout_file=sys.stdout, stderr_file=sys.stderr)
+                                       stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                       kernel_manager_class=LocalSocketKernelManager)
         except PapermillExecutionError as err:
             first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
             raise BuildError(
