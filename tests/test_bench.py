@@ -1,0 +1,67 @@
+"""benchmarks/bench_training.py: the parts that run without TRL or training (options, verdicts, row
+selection, the matmul peak child, the TrainConfig pass-through). The benchmark itself is run by hand."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rmlib import training
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+spec = importlib.util.spec_from_file_location("bench_training", PATH)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_help_and_precision_errors(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--precision" in out and "--force-slow-precision" in out and "uncapped" in out
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--precision", "bf16", "--parts", "vocab"])
+    assert exit_.value.code == 2 and "unknown 'bf16'" in capsys.readouterr().err
+
+
+def test_verdicts():
+    assert bench.speed_verdict(2.4, 2.0) == "met"
+    assert bench.speed_verdict(1.46, 1.5) == "missed by 0.04x"
+    assert bench.memory_verdict(0.71) == "met" and bench.memory_verdict(1.04) == "missed by 4%"
+
+
+def test_uncapped_rows_are_the_longest_in_file_order():
+    from rmlib.data import load_preferences
+    from rmlib.formatting import ChatFormatter
+    from rmlib.models import load_tokenizer
+
+    rows = bench._rows({"model": "tiny-random", "dataset": "ultrafeedback", "select": "longest", "pairs": 3})
+    formatter = ChatFormatter(load_tokenizer("tiny-random"))
+    every = load_preferences("ultrafeedback", "train", on_error="drop").rows
+    total = lambda r: sum(len(formatter.encode(r["prompt"], r[k])) for k in ("chosen", "rejected"))  # noqa: E731
+    assert sorted(map(total, rows)) == sorted(map(total, every), reverse=True)[:3][::-1]
+    positions = [every.index(r) for r in rows]
+    assert positions == sorted(positions)
+
+
+def test_peak_child_reports_both_dtypes():
+    peak = bench.child_peak({"threads": 1, "size": 64, "screen": 32})
+    assert peak["fp32_gflops"] > 0 and peak["bf16_gflops"] > 0
+    assert peak["fp32_size"] == 64 and peak["bf16_size"] in (32, 64)
+
+
+def test_max_tokens_per_micro_batch_only_where_train_config_has_it(monkeypatch):
+    spec = {"lr": 1e-6, "batch_size": 4, "micro_batch_size": 2, "steps": 1, "max_tokens_per_micro_batch": 512}
+    if "max_tokens_per_micro_batch" not in training.TrainConfig.__dataclass_fields__:
+        assert bench._train_config(spec).batch_size == 4  # ignored, no error
+
+        @dataclasses.dataclass
+        class WithBudget(training.TrainConfig):
+            max_tokens_per_micro_batch: int | None = None
+
+        monkeypatch.setattr(training, "TrainConfig", WithBudget)
+    assert bench._train_config(spec).max_tokens_per_micro_batch == 512
+    default = training.TrainConfig.__dataclass_fields__["max_tokens_per_micro_batch"].default
+    assert bench._train_config(dict(spec, max_tokens_per_micro_batch=None)).max_tokens_per_micro_batch == default
