@@ -208,6 +208,10 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         total = min(total, config.max_steps)
     history, step, sums = TrainHistory(), 0, [0.0, 0.0, 0.0]  # sums: loss, correct, pairs of this epoch
     if resume is not None:
+        from accelerate.utils import DistributedType
+
+        if accelerator.distributed_type == DistributedType.FSDP:  # its sharded load needs the state tensors
+            ckpt.init_optimizer_state(optimizer.optimizer)
         state = ckpt.load_checkpoint(accelerator, resume, expected=identity)
         step, sums = state["step"], state["epoch_sums"]
         history = TrainHistory(**state["history"])
