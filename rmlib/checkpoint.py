@@ -129,6 +129,31 @@ def load_checkpoint(accelerator, path: str | Path, expected: dict | None = None)
     return state
 
 
+def init_optimizer_state(optimizer) -> None:
+    """Give a fresh optimizer its state tensors: one step with zero gradients at learning rate 0 (Adam's
+    update is then exactly 0: the weights do not move); the loaded checkpoint then overwrites them.
+
+    A sharded FSDP checkpoint is read with ``torch.distributed.checkpoint``, which fills only the tensors of
+    the state dict it is given; for FSDP1 accelerate (1.15) gives it ``FSDP.optim_state_dict`` of the
+    optimizer as it is, which for a fresh optimizer holds no state: the Adam moments and step counts of the
+    checkpoint were silently not loaded (the resumed run then differed from an uninterrupted one). FSDP2's
+    path does this initialisation itself (``torch.distributed.checkpoint.state_dict``). An optimizer that
+    already has a state, or gradients, is left as it is."""
+    if optimizer.state or any(p.grad is not None for g in optimizer.param_groups for p in g["params"]):
+        return
+    lrs = []
+    for group in optimizer.param_groups:
+        lrs.append(group["lr"])
+        group["lr"] = 0.0
+        for p in group["params"]:
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+
+
 def remove_checkpoints(folder: str | Path) -> None:
     """Delete a run's checkpoint folder (after its results file has been written)."""
     shutil.rmtree(folder, ignore_errors=True)

@@ -6,9 +6,9 @@ its share of the step's pairs, so a step's gradient is exactly that of the mean 
 however the pairs are split into micro-batches or processes. A micro-batch is one forward pass over
 ``[chosen_1..chosen_m, rejected_1..rejected_m]``.
 
-The loop runs through ``accelerate``: one process on a CPU, or ``accelerate launch`` with DDP on GPUs
-(each process takes an interleaved share of every step's pairs; gradients are averaged, hence the
-``world_size`` factor in the loss weight). The data order of epoch ``e`` is a permutation drawn from
+The loop runs through ``accelerate``: one process on a CPU, or ``accelerate launch`` with DDP or FSDP on
+GPUs or CPU processes (each process takes an interleaved share of every step's pairs; gradients are
+averaged, hence the ``world_size`` factor in the loss weight; FSDP on CPU: see :func:`make_accelerator`). The data order of epoch ``e`` is a permutation drawn from
 ``seed`` and ``e`` alone, so step ``s`` always sees the same pairs: a run resumed from a checkpoint
 (``checkpoint_dir``, every ``checkpoint_every`` steps, see :mod:`rmlib.checkpoint`) continues exactly
 where it stopped and ends with the same weights as an uninterrupted run.
@@ -22,6 +22,7 @@ implicit reward starts at ~0. ``train`` without an accelerator uses fp32.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import nullcontext
 import time
 from dataclasses import asdict, dataclass, field
@@ -86,10 +87,13 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int
 
 def make_accelerator(precision: str | Precision = "fp32"):
     """An ``Accelerator`` whose ``mixed_precision`` is that of ``precision`` (passed explicitly: a launch
-    config that asks for another one is refused, see :func:`rmlib.precision.check_launch_config`)."""
+    config that asks for another one is refused, see :func:`rmlib.precision.check_launch_config`).
+
+    Launched with an FSDP config on CPU processes, it runs FSDP over gloo (accelerate alone would run DDP
+    there, see :func:`_fsdp_on_cpu`); ``fsdp_sync_module_states`` must then be false."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType, FullyShardedDataParallelPlugin
 
     precision = resolve_precision(precision)
     check_launch_config(precision)
@@ -101,12 +105,53 @@ def make_accelerator(precision: str | Precision = "fp32"):
         AcceleratorState._reset_state()
     # find_unused_parameters: an EX-RM never uses an untied output embedding (Pythia), which DDP would
     # otherwise wait for forever.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.accelerate,
+    cpu = not torch.cuda.is_available()
+    # FSDP on CPU processes: accelerate drops the launch config's FSDP there (see _fsdp_on_cpu), so rmlib
+    # builds the plugin from the launch environment itself and installs it after the Accelerator is made.
+    fsdp_plugin = None
+    if cpu and _launched_with_fsdp():
+        if os.environ.get("FSDP_SYNC_MODULE_STATES", "false").lower() == "true":
+            # accelerate builds sync_module_states' param_init_fn for a GPU-like device only: on CPU its
+            # plugin raises "There are currently no available devices found"
+            raise RuntimeError("FSDP on CPU processes needs fsdp_sync_module_states false (pass "
+                               "--fsdp_sync_module_states false to accelerate launch): accelerate supports it "
+                               "on GPU-like devices only. rmlib loads the same weights in every process, so "
+                               "rank 0's broadcast is not needed")
+        fsdp_plugin = FullyShardedDataParallelPlugin()
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision.accelerate, fsdp_plugin=fsdp_plugin,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if fsdp_plugin is not None:
+        _fsdp_on_cpu(accelerator, fsdp_plugin)
     if accelerator.mixed_precision != precision.accelerate:  # e.g. a DeepSpeed config file that sets bf16
         raise PrecisionError(f"accelerate runs mixed_precision {accelerator.mixed_precision!r}, but "
                              f"{precision.describe()} needs {precision.accelerate!r}: fix the launch config")
     return accelerator
+
+
+def _launched_with_fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def _fsdp_on_cpu(accelerator, plugin) -> None:
+    """Make a multi-process CPU run (gloo) use FSDP, as its launch config asks.
+
+    accelerate 1.15 makes every multi-process CPU run ``MULTI_CPU`` (DDP) and drops the FSDP plugin without
+    a word (``AcceleratorState`` sets ``FSDP`` only over GPU-like devices), although torch's FSDP (1 and 2)
+    runs on CPU over gloo. This sets what accelerate sets on a GPU: ``distributed_type`` FSDP (in the
+    PartialState too, which every later ``AcceleratorState()`` copies from) and the plugin, with the
+    accelerator's mixed precision. The device is ``cpu``, not accelerate's ``cpu:0``: FSDP compares it with
+    its compute device, ``cpu``. A single process (no process group) is left as it is."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    state = accelerator.state
+    if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.FSDP):
+        return
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    state.fsdp_plugin = plugin
+    for shared in (state.__dict__, PartialState._shared_state):
+        shared.update(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
 
 
 def _identity(rm, config: TrainConfig, n: int, mixed_precision: str) -> dict:
@@ -163,6 +208,10 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         total = min(total, config.max_steps)
     history, step, sums = TrainHistory(), 0, [0.0, 0.0, 0.0]  # sums: loss, correct, pairs of this epoch
     if resume is not None:
+        from accelerate.utils import DistributedType
+
+        if accelerator.distributed_type == DistributedType.FSDP:  # its sharded load needs the state tensors
+            ckpt.init_optimizer_state(optimizer.optimizer)
         state = ckpt.load_checkpoint(accelerator, resume, expected=identity)
         step, sums = state["step"], state["epoch_sums"]
         history = TrainHistory(**state["history"])

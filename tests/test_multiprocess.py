@@ -1,9 +1,11 @@
-"""Two CPU processes (gloo) under `accelerate launch` with the shipped DDP config give the results of one.
+"""Two CPU processes (gloo) under `accelerate launch` with the shipped DDP or FSDP config give the results of one.
 
 The launched processes train an IM-RM on 9 pairs with batch_size 4 (steps of 4, 4 and 1 pairs: in the last
 step one process has no pair and joins with a zero-weight pass), evaluate 7 pairs (14 sequences, uneven
 batches per process), and score an odd number of sequences (one process gets one more) -- every reward must
-arrive exactly once."""
+arrive exactly once. Under FSDP the weights are sharded between the two processes: the reference log-probs
+are computed before the model is wrapped, and evaluation runs through the wrapped model
+(``history.engine_model``)."""
 
 import json
 import os
@@ -26,13 +28,37 @@ from test_resume import write_data_dir  # noqa: E402
 
 HELPER = '''
 import json, sys
+from pathlib import Path
+
+import rmlib.experiment as experiment
+from accelerate import PartialState
 from rmlib.cli import main
 from rmlib.distributed import score_distributed
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model
 from rmlib.training import make_accelerator
 
-spec, results, out = sys.argv[1:4]
+engines = []  # the class of the model each training ran through (the accelerate-prepared one)
+_train = experiment.train
+
+
+def train(*args, **kwargs):
+    history = _train(*args, **kwargs)
+    engines.append(type(history.engine_model).__name__)
+    return history
+
+
+experiment.train = train
+spec, results, out, mode = sys.argv[1:5]
+if mode == "resume":  # a first, uninterrupted run keeps its step-2 checkpoint; the second run resumes from it
+    remove_checkpoints = experiment.remove_checkpoints
+    experiment.remove_checkpoints = lambda folder: None
+    assert main([spec, "--set", f"results_dir={results}"]) == 0
+    experiment.remove_checkpoints = remove_checkpoints
+    if PartialState().is_main_process:
+        (record,) = Path(results).glob("mp/*.json")
+        record.rename(Path(out).with_name("uninterrupted.json"))
+    PartialState().wait_for_everyone()
 assert main([spec, "--set", f"results_dir={results}"]) == 0
 accelerator = make_accelerator()
 lm, tok = load_model("tiny-random", dtype="float32", seed=0)
@@ -41,7 +67,8 @@ sequences = [rm.encode(f"Question {i}?", "alpha " * (i + 1)) for i in range(7)]
 sequences.append(sequences[3])  # a repeated sequence is scored once and its reward repeated
 rewards = score_distributed(rm, sequences, accelerator, batch_size=2)
 if accelerator.is_main_process:
-    json.dump({"world": accelerator.num_processes, "rewards": rewards.tolist()}, open(out, "w"))
+    json.dump({"world": accelerator.num_processes, "rewards": rewards.tolist(), "engines": engines,
+               "distributed_type": accelerator.distributed_type.value}, open(out, "w"))
 '''
 
 
@@ -58,7 +85,12 @@ def test_shares_cover_every_index_once():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def test_two_processes_match_one(tmp_path):
+def run_two_and_one(tmp_path, launch_args, mode="once"):
+    """The same spec run by two launched processes (``accelerate launch <launch_args>``) and by this one.
+
+    Returns the two run records (one process, two processes) and the helper's gathered scores. ``mode``
+    "resume": the launched processes run it twice, the second time resuming from the first one's step-2
+    checkpoint (its record is then ``tmp_path / "uninterrupted.json"``)."""
     data = write_data_dir(tmp_path / "data", n_train=9, n_test=7)
     spec = {"setting": "mp", "model": "tiny-random", "rm_type": "im", "lr": 3e-3, "batch_size": 4,
             "micro_batch_size": 1, "epochs": 1, "checkpoint_every": 2, "progress": False,
@@ -70,26 +102,25 @@ def test_two_processes_match_one(tmp_path):
     helper.write_text(HELPER)
     launcher = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    two = subprocess.Popen([str(launcher), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
-                            "--num_processes", "2", str(helper), str(spec_path), str(tmp_path / "two"),
-                            str(tmp_path / "gathered.json")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    two = subprocess.Popen([str(launcher), "launch", *launch_args, str(helper), str(spec_path), str(tmp_path / "two"),
+                            str(tmp_path / "gathered.json"), mode], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
         # meanwhile, the same run in this process (one process)
         assert cli.main([str(spec_path), "--set", f"results_dir={tmp_path / 'one'}"]) == 0
-        lm, tok = load_model("tiny-random", dtype="float32", seed=0)
-        single_rewards = score(build_reward_model("ex", lm, tok, seed=0), odd_sequences(
-            build_reward_model("ex", lm, tok, seed=0)), batch_size=2)
         output = two.communicate(timeout=900)[0]
     finally:
         if two.poll() is None:
             two.kill()
     assert two.returncode == 0, output[-3000:]
-
     (one_file,), (two_file,) = list((tmp_path / "one").glob("mp/*.json")), list((tmp_path / "two").glob("mp/*.json"))
-    one, two_ = json.loads(one_file.read_text()), json.loads(two_file.read_text())
-    assert (one["world_size"], two_["world_size"]) == (1, 2)
     assert not list((tmp_path / "two").glob("mp/*.ckpt")), "the checkpoint (step 2) is removed after the run"
+    return (json.loads(one_file.read_text()), json.loads(two_file.read_text()),
+            json.loads((tmp_path / "gathered.json").read_text()))
+
+
+def assert_same_run(one, two_, gathered):
+    assert (one["world_size"], two_["world_size"]) == (1, 2)
     assert one["run_id"] == two_["run_id"]  # the same run, whatever the number of processes
     assert two_["precision"]["mode"] == one["precision"]["mode"]  # "auto", decided by the main process
     steps_one, steps_two = one["history"]["steps"], two_["history"]["steps"]
@@ -101,6 +132,34 @@ def test_two_processes_match_one(tmp_path):
         assert len(two_["evals"]["held_out"][key]) == 7
         assert two_["evals"]["held_out"][key] == pytest.approx(one["evals"]["held_out"][key], abs=1e-5)
 
-    gathered = json.loads((tmp_path / "gathered.json").read_text())
+    lm, tok = load_model("tiny-random", dtype="float32", seed=0)
+    rm = build_reward_model("ex", lm, tok, seed=0)
+    single_rewards = score(rm, odd_sequences(rm), batch_size=2)
     assert gathered["world"] == 2 and len(gathered["rewards"]) == 8
     torch.testing.assert_close(torch.tensor(gathered["rewards"]), single_rewards, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_match_one(tmp_path):
+    one, two_, gathered = run_two_and_one(
+        tmp_path, ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2"])
+    assert gathered["distributed_type"] == "MULTI_CPU" and gathered["engines"] == ["DistributedDataParallel"]
+    assert_same_run(one, two_, gathered)
+
+
+def test_two_fsdp_processes_match_one(tmp_path):
+    """The shipped FSDP config (FSDP1, FULL_SHARD, LlamaDecoderLayer wrapped, sharded checkpoints) on two
+    CPU processes: the only change is fsdp_sync_module_states false, which accelerate supports on GPU-like
+    devices only (rmlib loads the same weights in every process; see rmlib.training.make_accelerator).
+    The launched run resumes from the sharded step-2 checkpoint of a first, uninterrupted one."""
+    one, two_, gathered = run_two_and_one(
+        tmp_path, ["--config_file", str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2",
+                   "--fsdp_sync_module_states", "false"], mode="resume")
+    # FSDP, not accelerate's silent fallback to DDP on CPU
+    assert gathered["distributed_type"] == "FSDP" and gathered["engines"] == ["FullyShardedDataParallel"] * 2
+    assert_same_run(one, two_, gathered)
+    # resumed from the sharded checkpoint (weights, Adam moments and step counts): as the uninterrupted run
+    uninterrupted = json.loads((tmp_path / "uninterrupted.json").read_text())
+    assert (two_["history"]["resumed_from_step"], uninterrupted["history"]["resumed_from_step"]) == (2, None)
+    assert [s["loss"] for s in two_["history"]["steps"]] == [s["loss"] for s in uninterrupted["history"]["steps"]]
+    for key in ("reward_chosen", "reward_rejected"):
+        assert two_["evals"]["held_out"][key] == pytest.approx(uninterrupted["evals"]["held_out"][key], abs=1e-6)

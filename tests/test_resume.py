@@ -80,6 +80,28 @@ def test_crashed_training_resumes_exactly(rm_type, tmp_path):
         assert rm_res._reference == rm_ref._reference
 
 
+def test_init_optimizer_state_leaves_weights_and_is_overwritten_by_a_load():
+    """What FSDP's sharded load needs (rmlib.checkpoint.init_optimizer_state): Adam's state tensors exist,
+    the weights have not moved, and a loaded state replaces them."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    ckpt.init_optimizer_state(optimizer)
+    assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
+    assert all(p.grad is None for p in layer.parameters()) and optimizer.param_groups[0]["lr"] == 0.1
+    state = optimizer.state[layer.weight]
+    assert float(state["step"]) == 1 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+    trained = torch.optim.Adam(layer.parameters(), lr=0.1)
+    layer(torch.ones(1, 3)).sum().backward()
+    trained.step()
+    optimizer.load_state_dict(trained.state_dict())
+    assert float(optimizer.state[layer.weight]["step"]) == 1
+    assert torch.equal(optimizer.state[layer.weight]["exp_avg"], trained.state[layer.weight]["exp_avg"])
+    ckpt.init_optimizer_state(optimizer)  # an optimizer with a state is left as it is
+    assert torch.equal(optimizer.state[layer.weight]["exp_avg"], trained.state[layer.weight]["exp_avg"])
+
+
 def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
     for name, complete in (("step-000002", True), ("step-000006", False), (".step-000004.tmp", True)):
         (tmp_path / name).mkdir()
