@@ -47,22 +47,23 @@ def _score_through(rm, forward, sequences: list[Encoded], batch_size: int, devic
 
 @torch.no_grad()
 def score_distributed(rm, sequences: list[Encoded], accelerator=None, batch_size: int = 16,
-                      engine_model=None) -> torch.Tensor:
+                      engine_model=None, progress=None) -> torch.Tensor:
     """Rewards of ``sequences`` [n] (fp32, CPU), computed by all processes together; same on every process.
 
     ``engine_model``: the model as prepared by accelerate, when its weights are sharded (FSDP, ZeRO-3);
-    the forward passes then go through it. Otherwise ``rm`` itself is used."""
+    the forward passes then go through it. Otherwise ``rm`` itself is used. ``progress``: a bar advanced
+    by this process's scored sequences (see :func:`rmlib.rewards.score`)."""
     with autocast(accelerator):
-        return _score_distributed(rm, sequences, accelerator, batch_size, engine_model)
+        return _score_distributed(rm, sequences, accelerator, batch_size, engine_model, progress)
 
 
-def _score_distributed(rm, sequences, accelerator, batch_size, engine_model) -> torch.Tensor:
+def _score_distributed(rm, sequences, accelerator, batch_size, engine_model, progress=None) -> torch.Tensor:
     if accelerator is None or accelerator.num_processes == 1:
-        return score(rm, sequences, batch_size)
+        return score(rm, sequences, batch_size, progress)
     unique = list(dict.fromkeys(sequences))
     if len(unique) < len(sequences):
         position = {s: i for i, s in enumerate(unique)}
-        rewards = _score_distributed(rm, unique, accelerator, batch_size, engine_model)
+        rewards = _score_distributed(rm, unique, accelerator, batch_size, engine_model, progress)
         return rewards[[position[s] for s in sequences]]
     n, world = len(unique), accelerator.num_processes
     mine = shares(n, world, [len(s) for s in unique])[accelerator.process_index]
@@ -71,8 +72,10 @@ def _score_distributed(rm, sequences, accelerator, batch_size, engine_model) -> 
     work = [unique[i] for i in mine] + [unique[filler]] * (width - len(mine))
     if engine_model is not None:
         values = _score_through(rm, engine_model, work, batch_size, accelerator.device)
+        if progress is not None:
+            progress.update(len(work))
     else:
-        values = score(rm, work, batch_size)
+        values = score(rm, work, batch_size, progress)
     index = torch.tensor(mine + [-1] * (width - len(mine)), dtype=torch.long)
     all_index = accelerator.gather(index.to(accelerator.device)).cpu()
     all_values = accelerator.gather(values.to(accelerator.device)).cpu()
@@ -87,9 +90,10 @@ def _score_distributed(rm, sequences, accelerator, batch_size, engine_model) -> 
 
 
 def evaluate_distributed(rm, chosen: list[Encoded], rejected: list[Encoded], accelerator=None,
-                         batch_size: int = 16, engine_model=None) -> dict:
+                         batch_size: int = 16, engine_model=None, progress=None) -> dict:
     """:func:`rmlib.evaluation.evaluate` with the scoring shared by all processes."""
-    rewards = score_distributed(rm, list(chosen) + list(rejected), accelerator, batch_size, engine_model)
+    rewards = score_distributed(rm, list(chosen) + list(rejected), accelerator, batch_size, engine_model,
+                                progress)
     n = len(chosen)
     rc, rr = rewards[:n].numpy(), rewards[n:].numpy()
     return {"accuracy": accuracy(rc, rr), "margin": normalized_margin(rc, rr), "n": n,

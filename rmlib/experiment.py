@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import DistributedType
+from tqdm import tqdm
 
 from . import __version__
 from . import results
@@ -180,10 +181,15 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     t1 = time.perf_counter()
     evals = {}
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    # one bar for all evaluation sets (build console only: notebooks keep stderr out of the pages)
+    bar = tqdm(total=sum(len(set(c + r)) for c, r in encoded_evals.values()), unit="seq", mininterval=2.0,
+               desc=f"evaluate {rm_type.upper()}-RM", disable=not (config.progress and accelerator.is_main_process))
     for name, (c, r) in encoded_evals.items():  # under the accelerator's autocast (rmlib.distributed)
         evals[name] = {"category": eval_sets[name].category,
                        **evaluate_distributed(rm, c, r, accelerator, eval_batch_size,
-                                              engine_model=history.engine_model if sharded else None)}
+                                              engine_model=history.engine_model if sharded else None,
+                                              progress=bar)}
+    bar.close()
     timings["evaluate"] = time.perf_counter() - t1
     after = None
     if after_training is not None and accelerator.is_main_process:

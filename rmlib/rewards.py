@@ -206,11 +206,11 @@ class ImplicitRM(_RewardModel):
         return self.variant == "ref"
 
     @torch.no_grad()
-    def cache_reference(self, sequences: list[Encoded], batch_size: int = 16) -> int:
+    def cache_reference(self, sequences: list[Encoded], batch_size: int = 16, progress=None) -> int:
         """Compute ln pi_ref(y|x) once for every new sequence, with the current (initial) weights.
 
         Batches are packed as in :func:`score` (responses to one prompt share its forward pass). Returns how
-        many were computed."""
+        many were computed. ``progress``: as in :func:`score`."""
         todo = list(dict.fromkeys(s for s in sequences if s not in self._reference))  # _packed_batches orders them
         if todo and self.reference_frozen:
             raise RuntimeError(f"{len(todo)} sequences have no cached reference log-prob, and the model has "
@@ -218,9 +218,13 @@ class ImplicitRM(_RewardModel):
                                "training (rmlib.training.train does this for its eval_sets)")
         was_training = self.lm.training
         self.lm.eval()
+        if progress is not None:
+            progress.reset(total=len(todo))
         for first, second, batch in _packed_batches(self, todo, batch_size):
             logps = sequence_logprobs(self.lm, batch.to(self.device)).cpu().tolist()
             self._reference.update(zip(first + second, logps))
+            if progress is not None:
+                progress.update(len(first) + len(second))
         self.lm.train(was_training)
         return len(todo)
 
@@ -291,15 +295,16 @@ def build_reward_model(rm_type: str, lm, tokenizer, variant: str | None = None, 
 
 
 @torch.no_grad()
-def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> torch.Tensor:
+def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16, progress=None) -> torch.Tensor:
     """Rewards of many sequences (eval mode, packed batches of pairs), returned in the input order.
 
     A sequence that occurs several times (e.g. evaluation sets of all chosen x rejected combinations)
-    is computed once and its reward repeated."""
+    is computed once and its reward repeated. ``progress``: a tqdm bar (or anything with ``update(n)``),
+    advanced by the number of distinct sequences of each batch; it only reports, it changes no reward."""
     unique = list(dict.fromkeys(sequences))
     if len(unique) < len(sequences):
         position = {s: i for i, s in enumerate(unique)}
-        return score(rm, unique, batch_size)[[position[s] for s in sequences]]
+        return score(rm, unique, batch_size, progress)[[position[s] for s in sequences]]
     rewards = torch.empty(len(sequences), dtype=torch.float32)
     index = {s: i for i, s in enumerate(sequences)}
     was_training = rm.training
@@ -309,6 +314,8 @@ def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16) -> t
         ref = rm.reference_logps(chunk) if rm.needs_reference() else None
         out = rm(batch.to(rm.device), ref)
         rewards[[index[s] for s in chunk]] = rm.rewards_from_outputs(out).float().cpu()
+        if progress is not None:
+            progress.update(len(chunk))
     rm.train(was_training)
     return rewards
 

@@ -195,8 +195,9 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
                 raise ckpt.CheckpointMismatch(f"checkpoint {resume} lacks reference log-probs of {missing} "
                                               "sequences: it belongs to other data; delete it to start afresh")
         else:  # under the autocast of the training forward: the implicit reward starts at ~0
-            with autocast(accelerator):
-                rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences))
+            with autocast(accelerator), tqdm(desc="reference log-probs (pi_ref)", unit="seq", mininterval=2.0,
+                                             disable=not (config.progress and accelerator.is_main_process)) as bar:
+                rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences), progress=bar)
         rm.reference_frozen = True
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)

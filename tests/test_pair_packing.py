@@ -138,3 +138,31 @@ def test_score_and_reference_cache_equal_each_sequence_alone(tiny_model, rm_type
                                        rm.reference_logps([s]) if rm.needs_reference() else None))[0]
             for s in sequences])
     torch.testing.assert_close(score(rm, sequences, batch_size=4), alone.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_progress_counts_every_distinct_sequence_once_and_changes_no_reward(tiny_model):
+    """The build console's evaluation bar: score() and cache_reference() advance it by the sequences they
+    compute (a repeat once), and the rewards are those computed without a bar."""
+    from rmlib.rewards import score
+
+    class Bar:
+        def __init__(self):
+            self.total, self.done = None, 0
+
+        def reset(self, total=None):
+            self.total, self.done = total, 0
+
+        def update(self, n):
+            self.done += n
+
+    lm, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+    rm = build_reward_model("im", lm, tok, seed=0).eval()
+    sequences = [rm.encode(p["prompt"], p[key]) for p in PAIRS for key in ("chosen", "rejected")]
+    sequences.append(sequences[2])
+    reference = Bar()
+    rm.cache_reference(sequences, batch_size=2, progress=reference)
+    assert reference.total == reference.done == len(set(sequences)) == 6
+    bar = Bar()
+    with_bar = score(rm, sequences, batch_size=2, progress=bar)
+    assert bar.done == 6
+    torch.testing.assert_close(with_bar, score(rm, sequences, batch_size=2), rtol=0, atol=0)
