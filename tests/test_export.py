@@ -2,6 +2,7 @@
 EX-RM loads with plain transformers and gives rmlib's rewards; pi_ref of a saved IM-RM is rebuilt and checked."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +224,69 @@ def test_grm_round_trip(tmp_path):
     loaded = load_reward_model(folder)
     assert type(loaded).__name__ == "GenerativeRM"
     assert _diff(score(loaded, seqs), expected) < TOL
+
+
+# ------------------------------------------------------------------ saving from run_experiment and the CLI
+
+ROWS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
+        {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."},
+        {"prompt": "Name a colour.", "chosen": "Blue", "rejected": "A number: 7"}]
+
+
+def _record_rewards(record, name):
+    ev = record["evals"][name]
+    return torch.tensor(ev["reward_chosen"] + ev["reward_rejected"])
+
+
+def _rescored(rm, rows):
+    return score(rm, [rm.encode(r["prompt"], r["chosen"]) for r in rows]
+                 + [rm.encode(r["prompt"], r["rejected"]) for r in rows])
+
+
+def test_cli_saves_the_trained_model_on_request_only(tmp_path):
+    from rmlib import cli
+
+    (tmp_path / "data" / "ultrafeedback").mkdir(parents=True)
+    for split in ("train", "test"):
+        (tmp_path / "data" / "ultrafeedback" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS))
+    base = {"model": "tiny-random", "rm_type": "ex", "precision": "fp32", "lr": 1e-2, "batch_size": 3,
+            "micro_batch_size": 3, "progress": False, "checkpoint_every": None, "data_dir": str(tmp_path / "data"),
+            "results_dir": str(tmp_path / "results")}
+    assert cli.check_spec(base)["save_model_dir"] is None
+    plain = cli.run_spec(cli.check_spec(base))
+    assert "saved_model" not in plain.record and not (tmp_path / "models").exists()
+
+    spec = cli.check_spec({**base, "save_model_dir": str(tmp_path / "models")})
+    outcome = cli.run_spec(spec)
+    folder = tmp_path / "models" / "cli" / outcome.record["run_id"]
+    assert not outcome.reused  # the results existed, the saved model did not: trained again
+    assert outcome.record["run_id"] == plain.record["run_id"] and outcome.record["saved_model"] == str(folder)
+    assert json.loads(outcome.path.read_text())["saved_model"] == str(folder)
+    assert (folder / "model.safetensors").exists() and (folder / META_FILE).exists()
+    assert json.loads((folder / META_FILE).read_text())["origin"] == {"model": "tiny-random", "seed": 0}
+    loaded = load_reward_model(folder)
+    assert _diff(_rescored(loaded, ROWS), _record_rewards(outcome.record, "ultrafeedback")) < TOL
+    again = cli.run_spec(spec)
+    assert again.reused and again.record["saved_model"] == str(folder)
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_run_experiment_saves_an_im_rm_with_its_reference(tmp_path, prepared):
+    """Without a prepare step pi_ref is named (tiny-random, seed); with one that adds special tokens
+    (hamiltonian.prepare_model) the initial model is rebuilt as the run built it and saved."""
+    from rmlib.experiment import EvalSet, run_experiment
+    from rmlib.hamiltonian import prepare_model
+    from rmlib.training import TrainConfig
+
+    config = TrainConfig(epochs=2, lr=1e-2, batch_size=3, micro_batch_size=3, progress=False, seed=1)
+    outcome = run_experiment("im", "tiny-random", "im", ROWS, {"e": EvalSet(ROWS)}, config, tmp_path / "results",
+                             beta=0.5, precision="fp32", prepare=prepare_model if prepared else None,
+                             save_model_dir=tmp_path / "models")
+    folder = Path(outcome.record["saved_model"])
+    reference = json.loads((folder / META_FILE).read_text())["im"]["reference"]
+    assert reference["by"] == ("folder" if prepared else "name") and reference["cache_max_abs_diff"] < 1e-4
+    if not prepared:
+        assert reference["model"] == "tiny-random" and reference["seed"] == 1
+    expected = _record_rewards(outcome.record, "e")
+    assert expected.abs().max() > 1e-3  # trained away from pi_ref
+    assert _diff(_rescored(load_reward_model(folder), ROWS), expected) < TOL
