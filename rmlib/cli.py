@@ -12,6 +12,7 @@ A spec holds the keys of :data:`DEFAULTS` (any it omits take those values)::
     lr: 1.0e-6
     epochs: 1
     checkpoint_every: 50             # optimizer steps between checkpoints
+    save_model_dir: null             # a folder: save each trained RM in <it>/<setting>/<run_id>/ (rmlib.export)
     train: {data: ultrafeedback, split: train, limit: 2000}
     eval:
       uf_test: {data: ultrafeedback, split: test, category: in-distribution}
@@ -52,7 +53,7 @@ DEFAULTS = {
     "precision": "auto", "max_length": None, "use_chat_template": None,
     "epochs": 1, "lr": 1e-6, "batch_size": 32, "micro_batch_size": 8, "seed": 0, "max_steps": None,
     "checkpoint_every": 50, "eval_batch_size": 16, "progress": True, "drop_longer": False,
-    "results_dir": "results", "data_dir": None, "data_seed": 0,
+    "results_dir": "results", "save_model_dir": None, "data_dir": None, "data_seed": 0,
     "train": {"data": "ultrafeedback", "split": "train", "limit": None},
     "eval": {"ultrafeedback": {"data": "ultrafeedback", "split": "test", "limit": None,
                                "category": "in-distribution"}},
@@ -67,7 +68,8 @@ SCHEMA = {
     "epochs": Param(int, low=1), "lr": Param(float, low=1e-12, high=0.999999), "batch_size": Param(int, low=1),
     "micro_batch_size": Param(int, low=1), "seed": Param(int, low=0), "max_steps": Param(int, low=1, nullable=True),
     "checkpoint_every": Param(int, low=1, nullable=True), "eval_batch_size": Param(int, low=1),
-    "progress": Param(bool), "drop_longer": Param(bool), "results_dir": Param(str), "data_dir": DATA_DIR,
+    "progress": Param(bool), "drop_longer": Param(bool), "results_dir": Param(str),
+    "save_model_dir": Param(str, nullable=True), "data_dir": DATA_DIR,
     "data_seed": Param(int, low=0), "train": Param(dict), "eval": Param(dict), "extra": Param(dict),
 }
 TRAIN_SCHEMA = {"data": Param(str, choices=tuple(DATASETS)), "split": Param(str, choices=("train", "test")),
@@ -201,7 +203,7 @@ def run_spec(spec: dict, force: bool = False, accelerator=None):
                              precision=spec["precision"],
                              max_length=spec["max_length"], use_chat_template=spec["use_chat_template"],
                              extra=extra, force=force, eval_batch_size=spec["eval_batch_size"],
-                             accelerator=accelerator)
+                             accelerator=accelerator, save_model_dir=spec["save_model_dir"])
     outcome.timings["notes"] = notes
     return outcome
 
@@ -250,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{precision.get('mode')}: {precision.get('reason')})")
         for note in outcome.timings.get("notes", []):
             log(f"  note: {note}")
+        if outcome.record.get("saved_model"):
+            log(f"  saved model: {outcome.record['saved_model']} (rmlib.load_reward_model)")
         return outcome
 
     report = run_sweep(specs, one, log=log)

@@ -6,6 +6,9 @@ With ``config.checkpoint_every``, training saves checkpoints in ``<results_dir>/
 and the same call after a crash or kill resumes from the latest one (:mod:`rmlib.checkpoint`); the folder
 is deleted once the results file is written. Under ``accelerate launch`` every process runs this
 function; training and evaluation are shared among them and only the main process writes files.
+With ``save_model_dir`` (never by default) the trained reward model is saved in
+``<save_model_dir>/<setting>/<run_id>/`` (:mod:`rmlib.export`), its path stored as ``record["saved_model"]``;
+saving does not change the results, so it is no part of the run id.
 
 The run id hashes the spec (with the *resolved* precision, :mod:`rmlib.precision`), the data and the
 version of the code that computes numbers (:func:`rmlib.results.code_version`): results of other code are
@@ -30,6 +33,7 @@ from . import __version__
 from . import results
 from .checkpoint import remove_checkpoints
 from .distributed import evaluate_distributed
+from .export import save_run_model
 from .formatting import SequenceTooLong
 from .models import load_model
 from .precision import ACCELERATE_NAMES, Precision, PrecisionError, autocast, precision_from_dtype, resolve_shared
@@ -104,7 +108,8 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
                    max_length: int | None = None, use_chat_template: bool | None = None,
                    prepare=None, extra: dict | None = None, force: bool = False,
                    keep_model: bool = False, eval_batch_size: int = 16, accelerator=None,
-                   after_training=None, dtype: str | None = None) -> RunOutcome:
+                   after_training=None, dtype: str | None = None,
+                   save_model_dir: str | Path | None = None) -> RunOutcome:
     """Train one reward model and evaluate it; returns the stored record.
 
     ``precision``: "auto", "fp32" or "bf16-mixed" (:func:`rmlib.precision.resolve_precision`); the record
@@ -121,6 +126,8 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     ``max_length`` (tokens of prompt + response) defaults to the model's context length
     (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`
     naming the set and row.
+    ``save_model_dir``: save the trained reward model (see the module docstring); a run whose results exist
+    is redone when its saved model does not.
     """
     if not train_rows:
         raise EmptyDataset(f"setting {setting!r}: the training set is empty (nothing left after filtering?)")
@@ -140,13 +147,16 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     code = results.code_version()
     run_id = fingerprint({"spec": spec, "data": data_id, "code": code})
     path = run_path(results_dir, setting, run_id)
-    if path.exists() and not force and not keep_model:
+    saved = None if save_model_dir is None else Path(save_model_dir) / setting / run_id
+    if path.exists() and not force and not keep_model and (saved is None or saved.exists()):
         return RunOutcome(load_run(path), path, reused=True)
 
     accelerator = accelerator or make_accelerator(resolved)
     if accelerator.mixed_precision != resolved.accelerate:
         raise PrecisionError(f"the accelerator passed in runs mixed_precision {accelerator.mixed_precision!r}, "
                              f"but the run resolved {resolved.describe()}")
+    if saved is not None and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise NotImplementedError("save_model_dir under FSDP/DeepSpeed (sharded weights) is not supported yet")
     timings = {}
     t0 = time.perf_counter()
     seed_everything(config.seed)
@@ -203,6 +213,10 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
               "n_train": len(train_rows), "world_size": accelerator.num_processes}
     if after_training is not None:
         record["after_training"] = after
+    if saved is not None:
+        if accelerator.is_main_process:
+            save_run_model(rm, saved, model, config.seed, prepare=prepare, precision=resolved.mode)
+        record["saved_model"] = str(saved)
     if accelerator.is_main_process:
         write_json_atomic(path, record)
         if checkpoints is not None:

@@ -15,9 +15,10 @@ from rmlib.training import TrainConfig
 
 PAIRS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
          {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."}]
-# rmlib modules whose code does not compute stored run results (tables, statistics over them, CLI, ...).
+# rmlib modules whose code does not compute stored run results (tables, statistics over them, CLI, saving
+# trained models, ...).
 NOT_RUN_RESULTS = {"__init__", "cli", "params", "sweep", "results", "dynamics", "maxmargin", "stats", "claims",
-                   "book"}
+                   "book", "export"}
 
 MODULE = '''"""A module."""
 
