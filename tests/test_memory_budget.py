@@ -7,10 +7,13 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from rmlib import cli
 from rmlib.batching import collate_pairs, micro_batches, packed_length, padded_tokens
 from rmlib.evaluation import encode_pairs
+from rmlib.experiment import EvalSet, run_experiment
 from rmlib.formatting import Encoded
 from rmlib.models import load_model
+from rmlib.params import ParameterError
 from rmlib.rewards import build_reward_model
 from rmlib.training import TrainConfig, enable_gradient_checkpointing, train
 
@@ -185,3 +188,23 @@ def test_training_with_gradient_checkpointing_gives_the_same_run(tiny, rm_type):
 def test_train_config_refuses_bad_memory_options(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         TrainConfig(**options)
+
+
+def test_cli_spec_and_run_identity_hold_the_memory_options(tmp_path):
+    spec = cli.check_spec({})
+    assert spec["max_tokens_per_micro_batch"] == cli.TOKEN_BUDGET == 2048 and spec["gradient_checkpointing"] is True
+    assert cli.check_spec({"max_tokens_per_micro_batch": None})["max_tokens_per_micro_batch"] is None
+    with pytest.raises(ParameterError, match=r"'max_tokens_per_micro_batch' = 0 is below its minimum 1"):
+        cli.check_spec({"max_tokens_per_micro_batch": 0})
+    assert cli.check_spec({"gradient_checkpointing": False})["gradient_checkpointing"] is False
+    with pytest.raises(ParameterError, match=r"'gradient_checkpointing' must be bool"):
+        cli.check_spec({"gradient_checkpointing": "on"})
+    ids = set()
+    for options in ({}, {"max_tokens_per_micro_batch": 64}, {"gradient_checkpointing": True}):
+        config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False, **options)
+        out = run_experiment("budget", "tiny-random", "ex", SHORT[:2], {"e": EvalSet(SHORT[:2])}, config, tmp_path,
+                             precision="fp32")
+        assert out.record["spec"]["max_tokens_per_micro_batch"] == config.max_tokens_per_micro_batch
+        assert out.record["spec"]["gradient_checkpointing"] == config.gradient_checkpointing
+        ids.add(out.record["run_id"])
+    assert len(ids) == 3  # runs with other memory options do not collide
