@@ -87,6 +87,42 @@ def shared_prefix_length(a: Encoded, b: Encoded) -> int:
     return n
 
 
+def packed_length(chosen: Encoded, rejected: Encoded) -> int:
+    """Length of the pair's row in :func:`collate_pairs`' packed layout: both sequences, their shared
+    prefix once."""
+    return len(chosen) + len(rejected) - shared_prefix_length(chosen, rejected)
+
+
+def padded_tokens(lengths: list[int]) -> int:
+    """Token positions (real and padding) of a right-padded batch of rows of these lengths: rows x the
+    longest. For the packed lengths of some pairs (:func:`packed_length`), exactly the size of the
+    ``input_ids`` that :func:`collate_pairs` packs them into, the batch the forward pass runs on (tested)."""
+    return len(lengths) * max(lengths, default=0)
+
+
+def micro_batches(lengths: list[int], max_pairs: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Split the items ``0..len(lengths)-1``, in their order, into consecutive micro-batches.
+
+    Guaranteed: every index occurs exactly once, in the order given; a micro-batch holds at most
+    ``max_pairs`` items; with ``max_tokens``, its :func:`padded_tokens` (len x its longest length) is at
+    most ``max_tokens``, except for a single item longer than that, which forms a micro-batch of its own
+    (nothing is dropped). Greedy: an item joins the current micro-batch if both bounds still hold, else it
+    opens the next one. Without ``max_tokens``: fixed chunks of ``max_pairs``. Items sorted by length
+    give the least padding."""
+    if max_pairs < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"need max_pairs >= 1 and max_tokens None or >= 1, got {max_pairs}, {max_tokens}")
+    groups, longest = [], 0
+    for i, length in enumerate(lengths):
+        if groups and len(groups[-1]) < max_pairs and \
+                (max_tokens is None or (len(groups[-1]) + 1) * max(longest, length) <= max_tokens):
+            groups[-1].append(i)
+            longest = max(longest, length)
+        else:
+            groups.append([i])
+            longest = length
+    return groups
+
+
 def pair_for_packing(sequences: list[Encoded]) -> list[tuple[int, int]]:
     """Indices of ``sequences`` two by two, to be run through :func:`collate_pairs` (evaluation, caching).
 
@@ -98,11 +134,7 @@ def pair_for_packing(sequences: list[Encoded]) -> list[tuple[int, int]]:
                    key=lambda i: (sequences[i].input_ids[:sequences[i].response_start], len(sequences[i])))
     pairs = [(order[k], order[min(k + 1, len(order) - 1)]) for k in range(0, len(order), 2)]
 
-    def packed_length(pair):
-        a, b = sequences[pair[0]], sequences[pair[1]]
-        return len(a) + len(b) - shared_prefix_length(a, b)
-
-    return sorted(pairs, key=packed_length)
+    return sorted(pairs, key=lambda pair: packed_length(sequences[pair[0]], sequences[pair[1]]))
 
 
 def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int) -> Batch:

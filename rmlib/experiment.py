@@ -142,7 +142,9 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     spec = {"setting": setting, "model": model, "rm_type": rm_type, "variant": variant, "seed": config.seed,
             "lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size,
             "beta": beta if rm_type == "im" else None, "max_steps": config.max_steps, "precision": resolved.mode,
-            "max_length": max_length, "use_chat_template": use_chat_template, "extra": extra or {}}
+            "max_length": max_length, "use_chat_template": use_chat_template, "extra": extra or {},
+            "max_tokens_per_micro_batch": config.max_tokens_per_micro_batch,
+            "gradient_checkpointing": config.gradient_checkpointing}
     data_id = fingerprint({"train": train_rows, "eval": {k: [v.category, v.rows] for k, v in eval_sets.items()}})
     code = results.code_version()
     run_id = fingerprint({"spec": spec, "data": data_id, "code": code})

@@ -1,10 +1,16 @@
 """Training a reward model: Adam at a constant learning rate, all parameters trained.
 
 One optimizer step consumes ``batch_size`` preference pairs (the paper: 32), split into micro-batches
-of ``micro_batch_size`` pairs whose gradients are accumulated. Each micro-batch's loss is weighted by
-its share of the step's pairs, so a step's gradient is exactly that of the mean loss over its pairs,
-however the pairs are split into micro-batches or processes. A micro-batch is one forward pass over
-``[chosen_1..chosen_m, rejected_1..rejected_m]``.
+of at most ``micro_batch_size`` pairs whose gradients are accumulated; with ``max_tokens_per_micro_batch``,
+also of at most that many padded tokens (:func:`rmlib.batching.micro_batches`: a pair longer than that is a
+micro-batch of its own), which bounds the activation memory whatever the lengths of the data. Each
+micro-batch's loss is weighted by its share of the step's pairs, so a step's gradient is exactly that of
+the mean loss over its pairs, however the pairs are split into micro-batches or processes (tested).
+A micro-batch is one forward pass over ``[chosen_1..chosen_m, rejected_1..rejected_m]``, each pair packed
+into one row with its shared prompt once (:func:`rmlib.batching.collate_pairs`).
+
+``gradient_checkpointing`` recomputes each decoder layer's activations in the backward pass instead of
+keeping them (less memory, about one more forward pass of compute; the same gradients, tested).
 
 The loop runs through ``accelerate``: one process on a CPU, or ``accelerate launch`` with DDP or FSDP on
 GPUs or CPU processes (each process takes an interleaved share of every step's pairs; gradients are
@@ -32,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .batching import micro_batches, packed_length
 from .formatting import Encoded
 from .precision import (Precision, PrecisionError, autocast, check_launch_config, refuse_low_precision_weights,
                         resolve_precision)
@@ -48,6 +55,8 @@ class TrainConfig:
     shuffle: bool = True
     progress: bool = True
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs train's checkpoint_dir)
+    max_tokens_per_micro_batch: int | None = None  # padded tokens of a micro-batch (None: micro_batch_size only)
+    gradient_checkpointing: bool = False  # recompute the decoder layers' activations in the backward pass
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "micro_batch_size"):
@@ -56,10 +65,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{key} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr!r}")
-        for key in ("max_steps", "checkpoint_every"):
+        for key in ("max_steps", "checkpoint_every", "max_tokens_per_micro_batch"):
             value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"TrainConfig.{key} must be None or an integer >= 1, got {value!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ValueError(f"TrainConfig.gradient_checkpointing must be a bool, got {self.gradient_checkpointing!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,6 +165,18 @@ def _fsdp_on_cpu(accelerator, plugin) -> None:
         shared.update(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
 
 
+def enable_gradient_checkpointing(rm) -> None:
+    """Checkpoint every decoder layer of ``rm``'s language model (non-reentrant, no KV cache): in training
+    mode their activations are recomputed in the backward pass; in eval mode nothing changes. The model
+    stays set up so after training."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(rm.lm, "activation_checkpointing_enable"):  # newer transformers; the older name then warns
+        rm.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        rm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    rm.lm.config.use_cache = False
+
+
 def _identity(rm, config: TrainConfig, n: int, mixed_precision: str) -> dict:
     """What a checkpoint must agree on to be resumed (everything that changes the trajectory)."""
     return {"n_pairs": n, "rm_type": rm.kind, "variant": rm.variant, "seed": config.seed, "lr": config.lr,
@@ -176,6 +199,8 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         raise ValueError(f"need equal, non-zero numbers of chosen and rejected sequences "
                          f"({len(chosen)} vs {len(rejected)})")
     refuse_low_precision_weights(rm.parameters(), config.lr)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(rm)
     accelerator = accelerator or make_accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     rm.to(accelerator.device)
@@ -233,11 +258,18 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         weight_scale = 1.0 if local else 0.0
         # Micro-batches of similar lengths carry less padding; the step's gradient (a sum over its pairs)
         # does not depend on how its pairs are grouped.
-        work = sorted(local or step_pairs[:1], key=lambda i: len(chosen[i]) + len(rejected[i]))
-        micro = [work[i:i + config.micro_batch_size] for i in range(0, len(work), config.micro_batch_size)]
+        work = sorted(local or step_pairs[:1], key=lambda i: packed_length(chosen[i], rejected[i]))
+        groups = micro_batches([packed_length(chosen[i], rejected[i]) for i in work], config.micro_batch_size,
+                               config.max_tokens_per_micro_batch)
+        micro = [[work[g] for g in group] for group in groups]
+        if world > 1:  # as many forward passes in every process (FSDP and ZeRO-3 gather parameters in each):
+            # a process with fewer micro-batches adds zero-weight passes over one of its pairs
+            most = int(accelerator.gather(torch.tensor([len(micro)], device=accelerator.device)).max())
+            micro += [None] * (most - len(micro))
         step_loss = step_correct = 0.0
         step_tokens = 0
-        for j, idx in enumerate(micro):
+        for j, group in enumerate(micro):
+            idx, scale = (group, weight_scale) if group is not None else (work[:1], 0.0)
             sequences = [chosen[i] for i in idx] + [rejected[i] for i in idx]
             batch = rm.collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx]).to(accelerator.device)
             ref = rm.reference_logps(sequences) if rm.needs_reference() else None
@@ -245,10 +277,10 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
             with accelerator.no_sync(model) if not sync and world > 1 else nullcontext():
                 outputs = model(batch, ref)
                 loss, r_chosen, r_rejected = rm.loss(outputs)
-                accelerator.backward(loss * (weight_scale * len(idx) * world / len(step_pairs)))
-            step_tokens += batch.num_tokens * int(weight_scale)
-            step_loss += weight_scale * float(loss.detach()) * len(idx)
-            step_correct += weight_scale * float(((r_chosen > r_rejected).float()
+                accelerator.backward(loss * (scale * len(idx) * world / len(step_pairs)))
+            step_tokens += batch.num_tokens * int(scale)
+            step_loss += scale * float(loss.detach()) * len(idx)
+            step_correct += scale * float(((r_chosen > r_rejected).float()
                                                   + 0.5 * (r_chosen == r_rejected).float()).sum())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -18,9 +18,11 @@ import torch
 import yaml
 
 from rmlib import cli
+from rmlib.batching import micro_batches, packed_length
 from rmlib.distributed import shares
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model, score
+from rmlib.training import epoch_order
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -85,17 +87,22 @@ def test_shares_cover_every_index_once():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def run_two_and_one(tmp_path, launch_args, mode="once"):
+def run_two_and_one(tmp_path, launch_args, mode="once", budgeted=False):
     """The same spec run by two launched processes (``accelerate launch <launch_args>``) and by this one.
 
     Returns the two run records (one process, two processes) and the helper's gathered scores. ``mode``
     "resume": the launched processes run it twice, the second time resuming from the first one's step-2
-    checkpoint (its record is then ``tmp_path / "uninterrupted.json"``)."""
+    checkpoint (its record is then ``tmp_path / "uninterrupted.json"``). ``budgeted``: a token budget under
+    which one process forms more micro-batches than the other in some step (the other then adds
+    zero-weight passes so that both run as many forward passes)."""
     data = write_data_dir(tmp_path / "data", n_train=9, n_test=7)
     spec = {"setting": "mp", "model": "tiny-random", "rm_type": "im", "lr": 3e-3, "batch_size": 4,
             "micro_batch_size": 1, "epochs": 1, "checkpoint_every": 2, "progress": False,
             "data_dir": str(data), "eval_batch_size": 3, "train": {"data": "ultrafeedback", "split": "train"},
             "eval": {"held_out": {"data": "ultrafeedback", "split": "test"}}}
+    if budgeted:
+        rows = [json.loads(line) for line in (data / "ultrafeedback" / "train.jsonl").read_text().splitlines()]
+        spec.update(micro_batch_size=2, max_tokens_per_micro_batch=uneven_budget(rows, spec["batch_size"]))
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     helper = tmp_path / "helper.py"
@@ -139,9 +146,25 @@ def assert_same_run(one, two_, gathered):
     torch.testing.assert_close(torch.tensor(gathered["rewards"]), single_rewards, rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_match_one(tmp_path):
+def uneven_budget(rows, batch_size, world=2, micro=2):
+    """A token budget under which, in some step, the processes form different numbers of micro-batches."""
+    rm = build_reward_model("im", *load_model("tiny-random", dtype="float32", seed=0))
+    lengths = [packed_length(rm.encode(r["prompt"], r["chosen"]), rm.encode(r["prompt"], r["rejected"])) for r in rows]
+    order = epoch_order(len(rows), seed=0, epoch=0)
+    steps = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    for budget in sorted(set(2 * length for length in lengths)):
+        for step in steps:
+            if len({len(micro_batches(sorted(lengths[i] for i in step[r::world]), micro, budget))
+                    for r in range(world) if step[r::world]}) > 1:
+                return budget
+    raise AssertionError("no budget splits the processes unevenly")
+
+
+@pytest.mark.parametrize("budgeted", [False, True])
+def test_two_processes_match_one(tmp_path, budgeted):
     one, two_, gathered = run_two_and_one(
-        tmp_path, ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2"])
+        tmp_path, ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2"],
+        budgeted=budgeted)
     assert gathered["distributed_type"] == "MULTI_CPU" and gathered["engines"] == ["DistributedDataParallel"]
     assert_same_run(one, two_, gathered)
 
