@@ -160,8 +160,9 @@ def _train_config(spec: dict):
     from rmlib.training import TrainConfig
 
     extra = {}
-    if spec.get("max_tokens_per_micro_batch") and "max_tokens_per_micro_batch" in TrainConfig.__dataclass_fields__:
-        extra["max_tokens_per_micro_batch"] = spec["max_tokens_per_micro_batch"]
+    for key in ("max_tokens_per_micro_batch", "gradient_checkpointing"):
+        if spec.get(key) and key in TrainConfig.__dataclass_fields__:
+            extra[key] = spec[key]
     return TrainConfig(epochs=spec.get("epochs", 1), lr=spec["lr"], batch_size=spec["batch_size"],
                        micro_batch_size=spec["micro_batch_size"], seed=0, shuffle=False,
                        max_steps=spec["steps"], progress=False, **extra)
@@ -614,10 +615,18 @@ def main(argv=None) -> int:
 
     uncapped_results: dict = {}
     if "uncapped" in parts:
+        from rmlib.training import TrainConfig
+
         for precision in running:
             for rm in rm_types:
-                for impl in ("rmlib", "trl"):
-                    spec = dict(uncapped_spec(rm, precision), kind=impl)
+                # rmlib as the main comparison runs it, rmlib with the CLI's memory defaults (a token budget
+                # of 2048 and gradient checkpointing, where this rmlib has them), and TRL
+                for impl in ("rmlib", "rmlib-lowmem", "trl"):
+                    if impl == "rmlib-lowmem" and "gradient_checkpointing" not in TrainConfig.__dataclass_fields__:
+                        continue
+                    spec = dict(uncapped_spec(rm, precision), kind=impl.split("-")[0])
+                    if impl == "rmlib-lowmem":
+                        spec.update(max_tokens_per_micro_batch=2048, gradient_checkpointing=True)
                     result = run_child(spec, args.timeout)
                     uncapped_results[(precision, rm, impl)] = result
                     print(f"  uncapped {precision:>10} {rm.upper()}-RM {impl:>5}: peak RSS {result['peak_rss_mb']:.0f} "
