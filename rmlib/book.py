@@ -73,11 +73,14 @@ def _cell(value, digits: int) -> str:
 def table(frame, digits: int = 3, index: bool = True, rename: dict | None = None):
     """A pandas table as the book shows it: the index (if ``index``) turned into ordinary leading columns
     and no 0..N row numbers, MultiIndex headers flattened into one English header row, numbers with
-    ``digits`` significant digits (1e-04, never 0.000), missing values as "–", booleans as yes/no.
-    ``rename`` maps raw column names to headers. Returns a Styler (rendered as HTML by the notebook)."""
+    ``digits`` significant digits (1e-04, never 0.000), missing values as "–", booleans as yes/no; the
+    columns' own name, if any, goes into each header ("logit step 0.1").
+    ``rename`` maps raw column names to headers. Returns a :class:`Table` (shown as HTML by the notebook)."""
     import pandas as pd
 
     frame = frame.to_frame() if isinstance(frame, pd.Series) else frame.copy()
+    if not isinstance(frame.columns, pd.MultiIndex) and frame.columns.name:  # e.g. a pivot's "logit step"
+        frame.columns = [f"{frame.columns.name} {c}" for c in frame.columns]
     has_index = index and not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
     if has_index:
         names = [n if n is not None else "" for n in frame.index.names]
@@ -90,8 +93,32 @@ def table(frame, digits: int = 3, index: bool = True, rename: dict | None = None
             frame = frame.rename(columns={f"level_{i}": "" for i in range(len(names))})
     rename = rename or {}
     frame.columns = [rename.get(c, _header(c)) for c in frame.columns]
+    numeric = list(dict.fromkeys(c for c, t in zip(frame.columns, frame.dtypes)
+                                 if pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)))
     text = frame.map(lambda v: _cell(v, digits)) if hasattr(frame, "map") else frame.applymap(lambda v: _cell(v, digits))
-    return text.style.hide(axis="index")
+    style = (text.style.hide(axis="index").set_table_attributes('class="dataframe rm-table"')
+             .set_table_styles([{"selector": "th, td", "props": "padding: 0.2em 0.8em; vertical-align: top;"},
+                                {"selector": "th", "props": "text-align: left;"}]))
+    if frame.columns.is_unique:
+        if numeric:  # numbers right-aligned, so that digits line up and neighbouring columns never run together
+            style = style.set_properties(subset=numeric, **{"text-align": "right"})
+        # short cells ("EX-RM", "-1.55") never break at their hyphen or minus sign; long ones keep a width
+        style = style.map(lambda v: "white-space: nowrap;" if len(v) <= 16 else "min-width: 14em;")
+    return Table(style)
+
+
+class Table:
+    """What :func:`table` returns: the formatted cells (``.data``, a DataFrame of strings) and the HTML,
+    inside a box that scrolls sideways when the table is wider than the text column (never cut off)."""
+
+    def __init__(self, styler):
+        self.styler, self.data = styler, styler.data
+
+    def to_html(self) -> str:
+        return f'<div class="rm-table-box" style="overflow-x: auto; max-width: 100%;">{self.styler.to_html()}</div>'
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
 
 
 def without_machine_paths(text: str, folder, label: str) -> str:

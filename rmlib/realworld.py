@@ -760,7 +760,7 @@ def overlap_trend_sentence(interval, info: dict, a: str = "ex", b: str = "im") -
     return (f"{RM_LABELS[a]} minus {RM_LABELS[b]} accuracy is {info['gap_low']:+.2f} in the lowest-overlap bucket "
             f"({info['n_low']} pairs) and {info['gap_high']:+.2f} in the highest ({info['n_high']} pairs); the change, "
             f"{interval.estimate:+.2f} ({interval.confidence * 100:g}% CI {interval.low:+.2f} to {interval.high:+.2f}, "
-            f"{interval.n_seeds} seed(s)), is {reading}.")
+            f"{interval.n_seeds} {'seed' if interval.n_seeds == 1 else 'seeds'}), is {reading}.")
 
 
 # ------------------------------------------------------------------ the paper's overlap caveats

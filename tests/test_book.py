@@ -153,15 +153,24 @@ def test_pages_fold_code_and_keep_stderr_out(tmp_path):
                     nbformat.v4.new_output("stream", name="stdout", text="2\n"),
                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: /home/me/.venv/x.py\n")]),
                 nbformat.v4.new_code_cell("y", metadata={"tags": ["remove-input"]}),
-                nbformat.v4.new_markdown_cell("text")]
+                nbformat.v4.new_markdown_cell("text"),
+                nbformat.v4.new_code_cell("load()", outputs=[
+                    nbformat.v4.new_output("display_data", data={
+                        "application/vnd.jupyter.widget-view+json": {"model_id": "a", "version_major": 2},
+                        "text/plain": "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]"}),
+                    nbformat.v4.new_output("display_data", data={
+                        "application/vnd.jupyter.widget-view+json": {"model_id": "b", "version_major": 2},
+                        "text/plain": "RhoExplorer(data={...})"})])]
     source, target, log = tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "a.stderr.txt"
     nbformat.write(nb, source)
-    assert build_book.prepare_for_reading(source, target, log) == 1
+    assert build_book.prepare_for_reading(source, target, log) == 2
     cells = nbformat.read(target, as_version=4).cells
     assert [c.metadata.get("tags") for c in cells[:5]] == [
         ["parameters", "hide-cell"], ["injected-parameters", "hide-cell"], ["hide-cell"], ["hide-input"], ["remove-input"]]
     assert [o.get("name") for o in cells[3].outputs] == ["stdout"]  # the warning left the page ...
     assert "UserWarning" in log.read_text()                         # ... for the build log
+    widgets = [o.data["application/vnd.jupyter.widget-view+json"]["model_id"] for o in cells[6].outputs]
+    assert widgets == ["b"] and "Loading weights" in log.read_text()  # the progress widget left, the explorer stays
 
 
 def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
@@ -422,6 +431,8 @@ def test_book_tables_read_as_english():
     assert wide.iloc[1].tolist() == ["IM", "0.9", "1", "0.05", "0"]
     grouped = table(long.groupby(["rm", "eval_set"])[["mean"]].mean(), rename={"eval_set": "evaluation set"}).data
     assert list(grouped.columns) == ["rm", "evaluation set", "mean"] and len(grouped) == 4
+    errors = long.assign(step=[0.1, 0.2] * 2).pivot_table(index="rm", columns="step", values="mean")
+    assert list(table(errors).data.columns) == ["rm", "step 0.1", "step 0.2"]  # the columns' name is kept
 
 
 def test_machine_paths_are_written_as_the_parameter(tmp_path):
@@ -453,14 +464,21 @@ _READER_CHECKS = r"""() => {
   const openCode = Array.from(main.querySelectorAll('.cell_input')).filter(el => !folded(el))
     .map(el => el.textContent.trim().slice(0, 80));
   const cells = main.querySelectorAll('div.cell:not(.tag_remove-input):not(.tag_remove-cell)').length;
+  const progress = Array.from(main.querySelectorAll('.widget-hprogress, .widget-progress, progress'))
+    .map(el => (el.closest('.widget-subarea') || el).textContent.trim().slice(0, 80) || 'a progress bar');
   const toggles = main.querySelectorAll('div.cell details.hide').length;
-  return {rawMath, leaks, uncaptioned, openCode, cells, toggles};
+  const body = main.querySelector('article') || main, article = body.getBoundingClientRect();
+  const overflowing = Array.from(body.querySelectorAll('mjx-container:not([display="true"])'))
+    .filter(m => m.getBoundingClientRect().right > article.right + 2)
+    .map(m => m.textContent.slice(0, 60));
+  return {rawMath, leaks, uncaptioned, openCode, progress, overflowing, cells, toggles};
 }"""
 
 
 def test_pages_read_as_a_book(site, browser):
     """What a reader meets on every notebook page: no raw LaTeX outside code, every figure numbered and
-    captioned, no machine path or Python warning text, and every code cell folded behind a toggle."""
+    captioned, no inline math running past the text column (cut off), no machine path, Python warning
+    text or progress bar, and every code cell folded behind a toggle."""
     problems = {}
     for page in [p for p in _pages(site) if p[:2].isdigit()]:
         visit = Visit(browser, (site / page).as_uri())
@@ -468,7 +486,7 @@ def test_pages_read_as_a_book(site, browser):
             found = visit.page.evaluate(_READER_CHECKS)
         finally:
             visit.close()
-        bad = {k: found[k] for k in ("rawMath", "leaks", "uncaptioned", "openCode") if found[k]}
+        bad = {k: found[k] for k in ("rawMath", "leaks", "uncaptioned", "openCode", "progress", "overflowing") if found[k]}
         if found["toggles"] < found["cells"]:
             bad["unfolded"] = f"{found['cells'] - found['toggles']} of {found['cells']} code cells have no toggle"
         if bad:

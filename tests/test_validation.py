@@ -233,3 +233,19 @@ def test_notebooks_are_valid_nbformat_with_cell_ids(notebook):
         nbformat.validate(nb)
     assert all("id" in cell for cell in nb.cells)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebook_cells_show_what_they_compute():
+    """A bare expression that is not a cell's last statement displays nothing (notebook 03's Figure 4 table
+    was lost that way): every value a cell shows goes through display() or ends the cell."""
+    import ast
+
+    lost = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "code":
+                continue
+            body = ast.parse(cell.source).body
+            lost += [f"{path.name} cell {index}: {ast.unparse(node)[:60]}" for node in body[:-1]
+                     if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call)]
+    assert not lost, lost

@@ -120,6 +120,8 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
     from papermill.exceptions import PapermillExecutionError
 
     LocalSocketKernelManager = _local_socket_kernel_manager()
+    # the kernels inherit this: no huggingface/transformers progress widgets ("Loading weights") in pages
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     layout.executed.mkdir(parents=True, exist_ok=True)
     records = []
@@ -285,14 +287,25 @@ def _drop_missing_links(text: str, docs: set[str]) -> tuple[str, list[str]]:
 FOLDED_CELL_TAGS = {"parameters", "injected-parameters"}  # plus the cell that validates the parameters
 
 
+TQDM_TEXT = re.compile(r"\d+%\|.*\| *[\d.]+\w*/[\d.?]+\w* \[")  # tqdm's "  50%|█████     | 1/2 [00:04<..."
+
+
+def _is_progress_widget(output: dict) -> bool:
+    """A tqdm.auto progress bar shown as an ipywidget (its text/plain fallback is tqdm's bar)."""
+    data = output.get("data", {})
+    return ("application/vnd.jupyter.widget-view+json" in data
+            and bool(TQDM_TEXT.search("".join(data.get("text/plain", "")))))
+
+
 def prepare_for_reading(executed: Path, target: Path, stderr_log: Path) -> int:
     """Copy an executed notebook into the book's source, shaped for a reader:
 
     * the parameter cells (papermill's ``parameters`` and ``injected-parameters``) and the cell that
       validates them are folded whole (tag ``hide-cell``), every other code cell shows its output with the
       code folded behind a toggle (``hide-input``);
-    * stderr outputs (library warnings, progress bars) are left out of the page and written to
-      ``stderr_log``, so nothing is lost. Returns how many stderr outputs were moved."""
+    * stderr outputs (library warnings, progress bars) and progress-bar widgets (tqdm.auto's, e.g.
+      transformers' "Loading weights") are left out of the page and written to ``stderr_log``, so nothing
+      is lost. Returns how many outputs were moved."""
     nb = json.loads(executed.read_text(encoding="utf-8"))
     moved = []
     for index, cell in enumerate(nb["cells"]):
@@ -307,6 +320,8 @@ def prepare_for_reading(executed: Path, target: Path, stderr_log: Path) -> int:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
                 moved.append(f"--- cell {index}\n" + "".join(output.get("text", "")))
+            elif _is_progress_widget(output):
+                moved.append(f"--- cell {index} (progress widget)\n" + "".join(output["data"]["text/plain"]))
             else:
                 kept.append(output)
         cell["outputs"] = kept
