@@ -258,9 +258,9 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
         weight_scale = 1.0 if local else 0.0
         # Micro-batches of similar lengths carry less padding; the step's gradient (a sum over its pairs)
         # does not depend on how its pairs are grouped.
-        work = sorted(local or step_pairs[:1], key=lambda i: packed_length(chosen[i], rejected[i]))
-        groups = micro_batches([packed_length(chosen[i], rejected[i]) for i in work], config.micro_batch_size,
-                               config.max_tokens_per_micro_batch)
+        length = {i: packed_length(chosen[i], rejected[i]) for i in local or step_pairs[:1]}
+        work = sorted(length, key=length.get)
+        groups = micro_batches([length[i] for i in work], config.micro_batch_size, config.max_tokens_per_micro_batch)
         micro = [[work[g] for g in group] for group in groups]
         if world > 1:  # as many forward passes in every process (FSDP and ZeRO-3 gather parameters in each):
             # a process with fewer micro-batches adds zero-weight passes over one of its pairs
