@@ -255,8 +255,9 @@ def data_sentence(data: AugmentationData, max_length: int | None, batch_size: in
             f"{'s' if steps_epochs != 1 else ''}" + (f" cut at {steps_max} steps" if steps_max else "")
             + f", {total_steps(2 * n, batch_size, steps_epochs, steps_max)} steps. *augmented, same epochs*: "
             f"{2 * n} rows, {epochs} epoch{'s' if epochs != 1 else ''}, {total_steps(2 * n, batch_size, epochs)} steps. ")
-    text += ("The original rows are exactly notebook 04's chat training rows, so its runs serve as the *original* "
-             "condition (reused when they are in the results folder)." if data.same_rows_as_realworld else
+    text += ("The original rows are exactly those notebook 04's chat setting trains on with the same parameters, so "
+             "with notebook 04's parameters the *original* runs are its runs (see `reused` in the training table)."
+             if data.same_rows_as_realworld else
              "The original rows differ from notebook 04's (some paraphrases do not fit the cap), so the *original* "
              "condition is trained here on the prompts every condition shares.")
     return text
@@ -438,8 +439,8 @@ def _verdict_text(change: Change, undecided: str) -> str:
 def gap_sentence(change: Change) -> str:
     """One sentence on a gap change: both gaps, the change with its interval, and the verdict."""
     return (f"**{change.group}**, {CONDITION_LABELS[change.condition]}: the EX-RM minus IM-RM accuracy gap is "
-            f"{_signed(change.before)} with the original rows and {_signed(change.after)} with augmentation; the "
-            f"change, {_signed(change.interval.estimate)} ({_ci(change.interval)}; {_sample(change)}), "
+            f"{_signed(change.before)} with the original rows and {_signed(change.after)} with augmentation; "
+            f"change {_signed(change.interval.estimate)} ({_ci(change.interval)}; {_sample(change)}): "
             f"{_verdict_text(change, GAP_VERDICTS[2])}.")
 
 
@@ -455,16 +456,18 @@ def answer_sentence(gaps: list[Change], costs: list[Change]) -> str:
     and what does it cost the IM-RM (and the EX-RM) in-distribution."""
     parts = []
     for change in (g for g in gaps if g.group == TRANSLATION):
-        parts.append(f"With {CONDITION_LABELS[change.condition]}, augmentation "
-                     + ("narrows the EX-IM gap under held-out translation" if change.verdict == GAP_VERDICTS[0] else
-                        "widens the EX-IM gap under held-out translation" if change.verdict == GAP_VERDICTS[1] else
-                        "leaves it undecided whether the EX-IM gap under held-out translation changes")
+        parts.append(f"*{CONDITION_LABELS[change.condition].capitalize()}*: "
+                     + ("augmentation narrows the EX-IM gap under held-out translation"
+                        if change.verdict == GAP_VERDICTS[0] else
+                        "augmentation widens the EX-IM gap under held-out translation"
+                        if change.verdict == GAP_VERDICTS[1] else
+                        "undecided whether augmentation changes the EX-IM gap under held-out translation")
                      + f" ({_signed(change.before)} -> {_signed(change.after)}, change "
                      f"{_signed(change.interval.estimate)}, {_ci(change.interval)}"
                      + (f"; this size could detect a change of about {change.mdd:.2f}" if change.verdict == GAP_VERDICTS[2]
                         else "") + ").")
     for change in (c for c in costs if c.group == IN_DISTRIBUTION):
-        parts.append(f"In-distribution, {CONDITION_LABELS[change.condition]}: {rw.RM_LABELS[change.what]} accuracy "
+        parts.append(f"In-distribution ({CONDITION_LABELS[change.condition]}), the {rw.RM_LABELS[change.what]}'s accuracy "
                      f"changes by {_signed(change.interval.estimate)} ({_ci(change.interval)}): "
                      f"{_verdict_text(change, ACCURACY_VERDICTS[2])}.")
     return " ".join(parts)

@@ -232,7 +232,7 @@ def test_undecided_gap_change_states_the_detectable_difference():
     assert change.verdict == "undecided at this size"
     assert f"smallest detectable difference about {change.mdd:.2f}" in aug.gap_sentence(change)
     answer = aug.answer_sentence([change], [])
-    assert "leaves it undecided" in answer and f"could detect a change of about {change.mdd:.2f}" in answer
+    assert "undecided whether augmentation changes" in answer and f"could detect a change of about {change.mdd:.2f}" in answer
 
 
 def test_gap_verdict_is_relative_to_the_baseline_side():
