@@ -331,7 +331,8 @@ class Change:
         iv = self.interval
         return {"group": self.group, "condition": CONDITION_LABELS[self.condition],
                 "measure": "EX - IM gap" if self.what == "gap" else f"{rw.RM_LABELS[self.what]} accuracy",
-                "original": self.before, "augmented": self.after, "change": iv.estimate, "ci_low": iv.low,
+                "original": self.before, "augmented": self.after, "change": iv.estimate,
+                f"{iv.confidence * 100:g}% CI": f"[{_signed(iv.low)}, {_signed(iv.high)}]", "ci_low": iv.low,
                 "ci_high": iv.high, "p_value": self.test.p_value, "mdd": self.mdd, "n_pairs": iv.n_pairs,
                 "n_seeds": iv.n_seeds, "verdict": self.verdict}
 
