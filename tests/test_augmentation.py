@@ -218,7 +218,15 @@ def test_gap_change_verdicts_and_sentences_on_constructed_runs():
     assert wider.verdict == "widens it"
     rows = aug.claim_rows([change, wider], [cost_im])
     assert all(r["paper"] == "not in the paper (remedy tested here)" for r in rows)
-    assert rows[0]["this build"].startswith("-0.50 [")
+    assert rows[0]["this build"].startswith("-0.50 [") and "(same steps) narrows" in rows[0]["claim"]
+    assert rows[0]["verdict"] == "narrows the gap" and rows[1]["verdict"] == "widens it"
+    assert len(rows) == 2  # a cost under translation is no claim row; the in-distribution cost is
+    [cost_row] = aug.claim_rows([], [in_distribution(cost_im)])
+    assert cost_row["verdict"] == "raises accuracy" and "in-distribution accuracy" in cost_row["claim"]
+
+
+def in_distribution(change):
+    return aug.Change(**{**change.__dict__, "group": aug.IN_DISTRIBUTION})
 
 
 def test_undecided_gap_change_states_the_detectable_difference():
@@ -231,7 +239,7 @@ def test_undecided_gap_change_states_the_detectable_difference():
     [change] = aug.gap_changes(examples, treated=(aug.SAME_EPOCHS,), groups=(aug.TRANSLATION,), n_boot=2000)
     assert change.verdict == "undecided at this size"
     assert f"smallest detectable difference about {change.mdd:.2f}" in aug.gap_sentence(change)
-    answer = aug.answer_sentence([change], [])
+    answer = " ".join(aug.answer_lines([change], []))
     assert "undecided whether augmentation changes" in answer and f"could detect a change of about {change.mdd:.2f}" in answer
 
 
