@@ -108,6 +108,21 @@ def paired_bootstrap_diff(a, b, n_boot: int = 10_000, confidence: float = 0.95, 
     return bootstrap_mean(_paired(a, b), n_boot=n_boot, confidence=confidence, seed=seed)
 
 
+def difference_in_differences(a1, b1, a0, b0, n_boot: int = 10_000, confidence: float = 0.95,
+                              seed: int = 0) -> Interval:
+    """How much the A - B accuracy gap changes between two conditions, on the same pairs and seeds.
+
+    ``a1, b1`` (condition 1) and ``a0, b0`` (condition 0) have shape (S, n): the same n evaluation pairs in
+    the same order and the same S seeds (seed s of every array started from the same initial weights).
+    The estimate is ``(mean(a1) - mean(b1)) - (mean(a0) - mean(b0))``. Since the mean is linear this is the
+    mean of ``e[s, i] = (a1 - b1)[s, i] - (a0 - b0)[s, i]``, and the interval is :func:`bootstrap_mean` of
+    ``e``: each replicate draws the same seeds and the same pairs for all four arrays, so everything the two
+    conditions share (which pairs are hard, which seed started where) cancels.
+    """
+    return bootstrap_mean(_paired(_paired(a1, b1), _paired(a0, b0)), n_boot=n_boot, confidence=confidence,
+                          seed=seed)
+
+
 def mcnemar_exact(a, b) -> SignTest:
     """Exact two-sided sign test on the pairs where A and B differ.
 

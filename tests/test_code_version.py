@@ -18,7 +18,7 @@ PAIRS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
 # rmlib modules whose code does not compute stored run results (tables, statistics over them, CLI, saving
 # trained models, ...).
 NOT_RUN_RESULTS = {"__init__", "cli", "params", "sweep", "results", "dynamics", "maxmargin", "stats", "claims",
-                   "book", "export"}
+                   "book", "export", "augmentation"}
 
 MODULE = '''"""A module."""
 

@@ -1,0 +1,261 @@
+"""Notebook 05 (rmlib.augmentation, rmlib.stats.difference_in_differences): rows, schedules, statistics, text."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rmlib import augmentation as aug
+from rmlib import realworld as rw
+from rmlib import stats
+from rmlib.data import MalformedRow
+from rmlib.models import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def _write(folder, name, split, rows, raw_lines=()):
+    path = folder / name / f"{split}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(raw_lines))
+    return path
+
+
+def _originals():
+    rows = [{"id": 10 + i, "prompt": f"q{i}", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"}
+            for i in range(6)]
+    rows.append({"id": 16, "prompt": "long original", "chosen": "word " * 200, "rejected": "short"})
+    rows.append({"id": 17, "prompt": "long paraphrase", "chosen": "fine", "rejected": "also fine"})
+    rows.append({"id": 18, "prompt": "p", "chosen": "same", "rejected": "same"})  # malformed: dropped
+    return rows
+
+
+def _paraphrase(row):
+    chosen = "word " * 200 if row["prompt"] == "long paraphrase" else f"fine reply {row['id']}"
+    return {"id": row["id"], "prompt": row["prompt"], "chosen": chosen, "rejected": f"poor reply {row['id']}",
+            "orig_chosen": row["chosen"], "orig_rejected": row["rejected"]}
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    short = [{"id": i, "prompt": f"t{i}", "chosen": f"right {i}", "rejected": f"wrong {i}"} for i in range(5)]
+    for name in rw.EVAL_SETS:
+        _write(tmp_path, name, "test", short)
+    _write(tmp_path, "ultrafeedback", "train", _originals())
+    paraphrased = [_paraphrase(r) for r in _originals()]
+    paraphrased[-1]["chosen"] = paraphrased[-1]["rejected"]  # the malformed original's paraphrase: ignored
+    _write(tmp_path, aug.PARAPHRASED, "train", paraphrased)
+    return tmp_path
+
+
+def test_pairs_hold_each_prompt_in_both_forms_and_long_pairs_drop_together(data_dir):
+    tok = load_tokenizer("tiny-random")
+    data = aug.load_augmentation(tok, max_length=100, data_dir=data_dir)
+    assert [r["id"] for r in data.originals] == [10, 11, 12, 13, 14, 15]
+    assert [r["id"] for r in data.paraphrases] == [10, 11, 12, 13, 14, 15]
+    for original, paraphrase in zip(data.originals, data.paraphrases):
+        assert original["prompt"] == paraphrase["prompt"] and original["chosen"] != paraphrase["chosen"]
+        assert paraphrase["chosen"] == f"fine reply {original['id']}"
+    assert data.counts == {"usable": 8, "too_long_original": 1, "too_long_paraphrase_only": 1, "fit": 6, "used": 6}
+    # notebook 04's rows keep id 17 (its original fits): not the same rows, so 'original' is not reused
+    assert 17 in [r["id"] for r in data.loaded.train_rows] and not data.same_rows_as_realworld
+    rows = aug.augmented_rows(data.originals, data.paraphrases)
+    assert len(rows) == 12 and rows[0] is data.originals[0] and rows[1] is data.paraphrases[0]
+
+
+def test_subsample_is_shared_and_equals_notebook_04_when_all_paraphrases_fit(data_dir):
+    tok = load_tokenizer("tiny-random")
+    data = aug.load_augmentation(tok, max_length=1000, n_train=3, data_dir=data_dir, seed=1)
+    assert [r["id"] for r in data.originals] == [r["id"] for r in data.paraphrases]
+    assert len(data.originals) == 3 and data.same_rows_as_realworld
+    assert data.originals == data.loaded.train_rows
+
+
+def test_conditions_equalize_steps_and_keep_notebook_04_identity(data_dir):
+    tok = load_tokenizer("tiny-random")
+    data = aug.load_augmentation(tok, max_length=1000, n_train=4, data_dir=data_dir)
+    protocol = {"epochs": 2, "batch_size": 2}
+    original, steps, epochs = data.conditions(2, 2, protocol)
+    assert original.results_setting == "realworld-chat" and original.extra == protocol  # notebook 04's run ids
+    assert steps.results_setting == epochs.results_setting == aug.RESULTS_SETTING
+    assert steps.extra["condition"] == aug.SAME_STEPS
+    assert len(original.train_rows) == 4 and len(steps.train_rows) == len(epochs.train_rows) == 8
+    assert aug.total_steps(4, 2, original.epochs) == aug.total_steps(8, 2, steps.epochs, steps.max_steps) == 4
+    assert aug.total_steps(8, 2, epochs.epochs) == 8
+    # when the rows are not notebook 04's, 'original' is stored apart, marked with its condition
+    other = aug.load_augmentation(tok, max_length=100, data_dir=data_dir).conditions(2, 2, protocol)[0]
+    assert other.results_setting == aug.RESULTS_SETTING and other.extra["condition"] == aug.ORIGINAL
+
+
+@pytest.mark.parametrize("n, m, batch, epochs, expected", [
+    (32, 64, 8, 2, (1, None)),      # cpu profile: half the epochs
+    (199, 398, 32, 5, (3, 35)),     # paper profile: 7 x 5 = 35 steps; 13 per augmented epoch -> 3 epochs cut
+    (5, 10, 4, 1, (1, 2)),          # 2 steps; 3 per augmented epoch -> cut at 2
+])
+def test_same_steps_schedule(n, m, batch, epochs, expected):
+    assert aug.same_steps_schedule(n, m, batch, epochs) == expected
+    aug_epochs, max_steps = expected
+    assert aug.total_steps(m, batch, aug_epochs, max_steps) == aug.total_steps(n, batch, epochs)
+    with pytest.raises(ValueError, match="batch_size"):
+        aug.same_steps_schedule(n, m, 0, epochs)
+
+
+def test_bad_paraphrase_rows_are_named_by_file_and_line(data_dir):
+    tok = load_tokenizer("tiny-random")
+    path = data_dir / aug.PARAPHRASED / "train.jsonl"
+    good = path.read_text().splitlines()
+    for i, mutate, message in [
+        (2, lambda r: {**r, "rejected": r["chosen"]}, "line 3: chosen and rejected responses are identical"),
+        (0, lambda r: {**r, "prompt": "another prompt"}, "line 1: id 10 does not paraphrase"),
+        (4, lambda r: {k: v for k, v in r.items() if k != "orig_rejected"}, "line 5: missing field 'orig_rejected'"),
+    ]:
+        lines = list(good)
+        lines[i] = json.dumps(mutate(json.loads(lines[i])))
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(MalformedRow, match=f"{path}.*{message}"):
+            aug.load_augmentation(tok, max_length=100, data_dir=data_dir)
+    path.write_text("\n".join(good[:1] + ["{not json"] + good[2:]) + "\n")
+    with pytest.raises(MalformedRow, match="line 2: invalid JSON"):
+        aug.load_augmentation(tok, max_length=100, data_dir=data_dir)
+    path.write_text("\n".join(good[1:]) + "\n")  # id 10 missing
+    with pytest.raises(MalformedRow, match="no paraphrased row with id 10"):
+        aug.load_augmentation(tok, max_length=100, data_dir=data_dir)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="offline mirror"):
+        aug.load_augmentation(tok, max_length=100, data_dir=data_dir)
+
+
+def test_real_mirror_pairs_at_256_smollm2_tokens_are_notebook_04s_rows():
+    """The cpu profile: all 48 UF training rows that fit 256 tokens have a fitting paraphrase, so the
+    'original' condition is notebook 04's 32 rows and its runs are reused."""
+    tok = load_tokenizer("smollm2-135m-instruct")
+    data = aug.load_augmentation(tok, max_length=256, n_train=32, n_eval=20, seed=0)
+    assert data.counts["usable"] == 199 and data.counts["too_long_paraphrase_only"] == 0
+    assert data.counts["fit"] == 48 and data.same_rows_as_realworld and len(data.paraphrases) == 32
+
+
+def test_cpu_profile_copies_notebook_04s_chat_protocol():
+    """Reuse of notebook 04's runs needs the same training and data parameters."""
+    p04 = yaml.safe_load((ROOT / "params/04_real_world_shifts/cpu.yaml").read_text())
+    p05 = yaml.safe_load((ROOT / "params/05_augmentation/cpu.yaml").read_text())
+    for key in ("models", "rm_types", "epochs", "lr", "batch_size", "micro_batch_size", "beta", "max_length",
+                "n_train", "n_eval", "data_seed"):
+        assert p05[key] == p04[key], key
+    assert set(p05["seeds"]) <= set(p04["seeds"])
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+def test_difference_in_differences_hand_computed():
+    a1, b1 = np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1])   # gap 0.25
+    a0, b0 = np.array([1, 1, 1, 1]), np.array([0, 0, 1, 0])   # gap 0.75
+    iv = stats.difference_in_differences(a1, b1, a0, b0, n_boot=2000)
+    assert iv.estimate == pytest.approx(-0.5) and iv.n_pairs == 4 and iv.n_seeds == 1
+    assert iv.low <= -0.5 <= iv.high
+    same = stats.difference_in_differences(a0, b0, a0, b0, n_boot=200)
+    assert (same.estimate, same.low, same.high) == (0, 0, 0)
+    with pytest.raises(ValueError, match="same shape"):
+        stats.difference_in_differences(a1, b1, a0[:3], b0[:3])
+
+
+def test_difference_in_differences_matches_a_naive_two_level_loop():
+    rng = np.random.default_rng(3)
+    a1, b1, a0, b0 = (rng.integers(0, 2, size=(3, 40)).astype(float) for _ in range(4))
+    n_boot, seed = 400, 7
+    iv = stats.difference_in_differences(a1, b1, a0, b0, n_boot=n_boot, seed=seed)
+    draws = np.random.default_rng(seed)  # bootstrap_mean draws all seeds, then all pairs, in one chunk
+    seed_idx, pair_idx = draws.integers(0, 3, size=(n_boot, 3)), draws.integers(0, 40, size=(n_boot, 40))
+    reps = []
+    for r in range(n_boot):
+        total = 0.0
+        for s in seed_idx[r]:
+            for i in pair_idx[r]:
+                total += (a1[s, i] - b1[s, i]) - (a0[s, i] - b0[s, i])
+        reps.append(total / (3 * 40))
+    low, high = np.quantile(reps, [0.025, 0.975])
+    naive = (a1.mean() - b1.mean()) - (a0.mean() - b0.mean())
+    assert iv.estimate == pytest.approx(naive) and iv.low == pytest.approx(low) and iv.high == pytest.approx(high)
+
+
+def _examples(correct: dict, n_pairs: int, seeds=(0,)):
+    """A tidy examples table from {(condition, rm): per-pair correctness}, pairs split over two UF sets."""
+    rows = []
+    for (condition, rm), values in correct.items():
+        for seed in seeds:
+            for i, v in enumerate(values):
+                eval_set = "ultrafeedback_french" if i < n_pairs // 2 else "ultrafeedback_spanish"
+                rows.append({"condition": condition, "rm": rm, "seed": seed, "model": "m", "eval_set": eval_set,
+                             "index": i % (n_pairs // 2), "correct": float(v)})
+    return pd.DataFrame(rows)
+
+
+def test_gap_change_verdicts_and_sentences_on_constructed_runs():
+    n = 200
+    ex = np.ones(n)
+    im_before = np.r_[np.ones(60), np.zeros(140)]        # gap +0.70
+    im_after = np.r_[np.ones(160), np.zeros(40)]         # gap +0.20: clearly narrower
+    examples = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_before,
+                          (aug.SAME_STEPS, "ex"): ex, (aug.SAME_STEPS, "im"): im_after}, n)
+    [change] = aug.gap_changes(examples, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    assert change.verdict == "narrows the gap" and change.before == pytest.approx(0.7)
+    assert change.after == pytest.approx(0.2) and change.interval.estimate == pytest.approx(-0.5)
+    assert change.test.wins_b == 100 and change.test.wins_a == 0
+    text = aug.gap_sentence(change)
+    assert "+0.70 with the original rows and +0.20 with augmentation" in text and "narrows the gap." in text
+    [cost_ex, cost_im] = aug.accuracy_changes(examples, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,),
+                                              n_boot=2000)
+    assert cost_im.verdict == "raises accuracy" and cost_ex.verdict == "undecided at this size"
+    assert "1.00 -> 1.00" in aug.accuracy_sentence(cost_ex) and "smallest detectable difference" in aug.accuracy_sentence(cost_ex)
+    # the reverse: augmentation widens the gap
+    swapped = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_after,
+                         (aug.SAME_STEPS, "ex"): ex, (aug.SAME_STEPS, "im"): im_before}, n)
+    [wider] = aug.gap_changes(swapped, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    assert wider.verdict == "widens it"
+    rows = aug.claim_rows([change, wider], [cost_im])
+    assert all(r["paper"] == "not in the paper (remedy tested here)" for r in rows)
+    assert rows[0]["this build"].startswith("-0.50 [") and "(same steps) narrows" in rows[0]["claim"]
+    assert rows[0]["verdict"] == "narrows the gap" and rows[1]["verdict"] == "widens it"
+    assert len(rows) == 2  # a cost under translation is no claim row; the in-distribution cost is
+    [cost_row] = aug.claim_rows([], [in_distribution(cost_im)])
+    assert cost_row["verdict"] == "raises accuracy" and "in-distribution accuracy" in cost_row["claim"]
+
+
+def in_distribution(change):
+    return aug.Change(**{**change.__dict__, "group": aug.IN_DISTRIBUTION})
+
+
+def test_undecided_gap_change_states_the_detectable_difference():
+    n = 20
+    ex = np.r_[np.ones(12), np.zeros(8)]
+    im_before = np.r_[np.ones(10), np.zeros(10)]
+    im_after = np.r_[np.ones(11), np.zeros(9)]
+    examples = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_before,
+                          (aug.SAME_EPOCHS, "ex"): ex, (aug.SAME_EPOCHS, "im"): im_after}, n)
+    [change] = aug.gap_changes(examples, treated=(aug.SAME_EPOCHS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    assert change.verdict == "undecided at this size"
+    assert f"smallest detectable difference about {change.mdd:.2f}" in aug.gap_sentence(change)
+    answer = " ".join(aug.answer_lines([change], []))
+    assert "undecided whether augmentation changes" in answer and f"could detect a change of about {change.mdd:.2f}" in answer
+
+
+def test_gap_verdict_is_relative_to_the_baseline_side():
+    def iv(low, high):
+        return stats.Interval((low + high) / 2, low, high, 0.95, 10, 1)
+    assert aug.gap_verdict(iv(-0.3, -0.1), 0.4) == "narrows the gap"
+    assert aug.gap_verdict(iv(-0.3, -0.1), -0.4) == "widens it"
+    assert aug.gap_verdict(iv(0.1, 0.3), -0.4) == "narrows the gap"
+    assert aug.gap_verdict(iv(-0.1, 0.3), 0.4) == "undecided at this size"
+
+
+def test_correctness_refuses_arms_that_scored_other_pairs():
+    examples = _examples({(aug.ORIGINAL, "ex"): np.ones(4), (aug.ORIGINAL, "im"): np.ones(4)}, 4)
+    examples.loc[examples["rm"] == "im", "index"] += 5
+    with pytest.raises(ValueError, match="did not score the same pairs"):
+        aug.correctness(examples, [(aug.ORIGINAL, "ex"), (aug.ORIGINAL, "im")], aug.GROUPS[aug.TRANSLATION])
+    with pytest.raises(ValueError, match="no 'ex' runs of condition 'augmented_same_steps'"):
+        aug.correctness(examples, [(aug.SAME_STEPS, "ex")], aug.GROUPS[aug.TRANSLATION])
