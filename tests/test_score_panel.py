@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from rmlib import widgets as W
 from rmlib.widgets import score_panel as SP
 
 BETA = 0.01
+SHOT_DIR = Path(__file__).resolve().parents[1] / "_build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +271,89 @@ def test_panel_on_the_static_book(site, browser):
         assert not visit.problems, visit.problems
     finally:
         visit.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# live mode: the front end in Chromium with a stand-in for the widget model whose messages are answered
+# by the real kernel side (ScorePanel.answer on the tiny models), as the kernel does through the comm
+
+_MOUNT = """async ([code, css, data]) => {
+  const style = document.createElement('style');
+  style.textContent = css;
+  document.head.appendChild(style);
+  const mod = await import(URL.createObjectURL(new Blob([code], {type: 'text/javascript'})));
+  const handlers = {};
+  window.sent = [];
+  const model = {get: () => data, on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
+                 send: (msg) => { window.sent.push(msg); }};
+  window.deliver = (msg) => (handlers['msg:custom'] || []).forEach(f => f(msg));
+  mod.default.render({model, el: document.getElementById('el')});
+}"""
+
+
+def _answer_pending(page, widget) -> list[dict]:
+    """Answer every message the front end sent since the last call, as the kernel would."""
+    sent = page.evaluate("() => window.sent.splice(0)")
+    for message in sent:
+        page.evaluate("m => window.deliver(m)", json.loads(json.dumps(widget.answer(message))))
+    return sent
+
+
+@pytest.mark.slow
+def test_live_mode_round_trip(trained, browser):
+    records, setting, models = trained
+    im_record = next(r for r in records if r["spec"]["rm_type"] == "im")
+    widget = SP.ScorePanel(models=models, data=SP.panel_data(models, setting, im_record, "tiny-random"))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.set_content("<!doctype html><html><body><div id='el'></div></body></html>")
+        page.evaluate(_MOUNT, [SP.SCORE_ESM.read_text(), W.CSS.read_text(), widget.data])
+        panel = page.locator(".score-panel")
+        assert panel.locator(".sp-status").get_attribute("data-mode") == "static"
+        assert _answer_pending(page, widget) == [{"type": "ping"}]
+        assert panel.locator(".sp-status").get_attribute("data-mode") == "live"
+        assert not panel.locator("button.sp-score").is_disabled()
+        labels = panel.locator("select.sp-example option").all_inner_texts()
+        assert any(label.startswith("start from:") for label in labels), labels
+
+        prompt, a, b = setting.test_prompts[0], "In my view, the answer is yes", "I lean toward nope"
+        panel.locator("textarea.sp-prompt").fill(prompt)
+        panel.locator("textarea.sp-a").fill(a)
+        panel.locator("textarea.sp-b").fill(b)
+        assert panel.locator("select.sp-example").input_value() == "own"  # no stale example name
+        panel.locator("button.sp-score").click()
+        sent = _answer_pending(page, widget)
+        assert [(m["type"], m["prompt"], m["a"], m["b"], m["train"]) for m in sent] == [("score", prompt, a, b, 0)]
+        expected = SP.score_pair(models, prompt, a, b, setting.train_rows[0])
+        assert panel.locator(".sp-verdict").inner_text() == expected["sentence"]
+        shown = {r.split("\t")[0]: r.split("\t")[1:3] for r in panel.locator("tr.sp-rm").all_inner_texts()}
+        for name, rewards in expected["rewards"].items():
+            assert float(shown[name][0]) == pytest.approx(rewards["A"], rel=2e-3, abs=1e-7)
+        tokens = panel.locator(".sp-token[data-response='B'] .sp-token-text").all_inner_texts()
+        assert tokens == [t["token"].replace(" ", "\u00b7").replace("\n", "\\n") for t in expected["tokens"]["B"]]
+        assert panel.locator("rect.sp-cell").count() == len(expected["rho"]["A"]["chosen"]["rho"]) * \
+            len(expected["rho"]["A"]["chosen"]["rho"][0])
+
+        panel.locator("select.sp-train").select_option("1")  # another training pair: scored again against it
+        assert [m["train"] for m in _answer_pending(page, widget)] == [1]
+        assert setting.train_rows[1]["chosen"] in panel.locator(".sp-section").last.inner_text()
+
+        panel.locator("textarea.sp-a").fill("   ")
+        panel.locator("textarea.sp-a").press("Control+Enter")  # the keyboard path
+        _answer_pending(page, widget)
+        assert panel.locator(".sp-error").inner_text() == "response A is empty: type a response"
+        assert not panel.locator("button.sp-score").is_disabled()
+        panel.locator("textarea.sp-a").fill(a)
+        panel.locator("button.sp-score").click()
+        _answer_pending(page, widget)
+        assert panel.locator(".sp-error").inner_text() == ""
+        page.set_viewport_size({"width": 1280, "height": 900})
+        SHOT_DIR.mkdir(parents=True, exist_ok=True)
+        _screenshot(page, panel, SHOT_DIR / "score_panel_live.png")
+        assert not errors, errors
+    finally:
+        context.close()

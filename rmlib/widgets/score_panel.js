@@ -56,6 +56,25 @@ const STATIC_NOTE = "Live scoring needs a running kernel: open notebooks/03_pers
 const LIVE_NOTE = "Live: connected to the kernel. Edit the prompt or the responses and press Score " +
   "(or Ctrl+Enter in a text box).";
 
+// the colour bar of the rho grid: -2 (blue) through 0 (white) to +2 (red)
+function colourBar() {
+  const W = 200, H = 10, left = 4, top = 4;
+  const bar = svgEl("svg", { width: left + W + 24, height: top + H + 16, class: "sp-scale",
+                             "aria-label": "colour scale: blue -2, white 0, red +2" });
+  const n = 40;
+  for (let i = 0; i < n; i++) {
+    bar.appendChild(svgEl("rect", { x: left + (i * W) / n, y: top, width: W / n + 0.5, height: H,
+                                    fill: colour(-2 + (4 * (i + 0.5)) / n) }));
+  }
+  bar.appendChild(svgEl("rect", { x: left, y: top, width: W, height: H, fill: "none", stroke: "#999" }));
+  [["\u22122", 0, "start"], ["0", W / 2, "middle"], ["+2", W, "end"]].forEach(([label, x, anchor]) => {
+    const t = svgEl("text", { x: left + x, y: top + H + 12, "text-anchor": anchor, class: "sp-axis" });
+    t.textContent = label;
+    bar.appendChild(t);
+  });
+  return bar;
+}
+
 function render({ model, el }) {
   const data = () => model.get("data") || {};
   const root = htmlEl("div", "score-panel");
@@ -145,6 +164,7 @@ function render({ model, el }) {
 
   function showExample() {
     const d = data();
+    if (select.value === "own") return;
     const [kind, index] = (select.value || "example:0").split(":");
     const i = Number(index) || 0;
     errorBox.textContent = "";
@@ -325,6 +345,7 @@ function render({ model, el }) {
       gridSelect.addEventListener("change", draw);
       rhoBox.appendChild(readout);
       rhoBox.appendChild(figure);
+      rhoBox.appendChild(colourBar());
       draw();
       results.appendChild(rhoBox);
     }
@@ -382,6 +403,16 @@ function render({ model, el }) {
     a.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); requestScore(); } });
   }
   select.addEventListener("change", showExample);
+  // live: once the reader edits a text, the example menu says so instead of naming a stale example
+  const own = htmlEl("option", null, "your own text");
+  own.value = "own";
+  for (const a of [promptArea, aArea, bArea]) {
+    a.addEventListener("input", () => {
+      if (!live) return;
+      if (!own.parentNode) select.appendChild(own);
+      select.value = "own";
+    });
+  }
   trainSelect.addEventListener("change", () => { if (live) requestScore(); });
   model.on("change:data", () => { fillSelects(); showExample(); });
 

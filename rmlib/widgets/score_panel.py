@@ -204,6 +204,11 @@ def load_panel_models(records: list[dict]) -> dict:
     return {n: models[n] for n in order}
 
 
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 def _pair(label: str, prompt: str, a: str, b: str) -> dict:
     return {"label": label, "prompt": prompt, "a": a, "b": b}
 
@@ -222,12 +227,14 @@ def panel_data(models: dict, setting, im_record: dict, model_name: str, n_train_
         first = sets["test/paraphrased"].rows[0]
         original = next(r for r in sets["test/original"].rows if r["prompt"] == first["prompt"])
         flip_note = ("In this run no test prompt has all its original pairs ranked correctly by the IM-RM and a "
-                     "paraphrased pair ranked the wrong way round; the examples below use the first test prompt.")
+                     "paraphrased pair ranked the wrong way round; the two precomputed test-prompt examples use the "
+                     "first test prompt.")
         test = (original, first)
     else:
         n_prompts = len({r["prompt"] for r in sets["test/original"].rows})
         flip_note = (f"Searching the {n_prompts} test prompts of this run: the IM-RM ranks every original pair of "
-                     "the prompt below correctly but ranks a paraphrased pair the wrong way round.")
+                     f"the test prompt \u201c{_short(flip['prompt'])}\u201d correctly but ranks a paraphrased pair the "
+                     "wrong way round (the two precomputed test-prompt examples).")
         test = (flip["original"], flip["paraphrased"])
     t0 = train_pairs[0]
     chosen = [_pair("training pair 1 (chosen as A, rejected as B)", t0["prompt"], t0["chosen"], t0["rejected"]),
