@@ -238,8 +238,10 @@ def panel_data(models: dict, setting, im_record: dict, model_name: str, n_train_
         test = (flip["original"], flip["paraphrased"])
     t0 = train_pairs[0]
     chosen = [_pair("training pair 1 (chosen as A, rejected as B)", t0["prompt"], t0["chosen"], t0["rejected"]),
-              _pair("test prompt, original responses", test[0]["prompt"], test[0]["chosen"], test[0]["rejected"]),
-              _pair("same test prompt, paraphrased responses", test[1]["prompt"], test[1]["chosen"], test[1]["rejected"])]
+              _pair("test prompt, original responses (A chosen, B rejected)", test[0]["prompt"], test[0]["chosen"],
+                    test[0]["rejected"]),
+              _pair("same test prompt, paraphrased responses (A chosen, B rejected)", test[1]["prompt"],
+                    test[1]["chosen"], test[1]["rejected"])]
     examples = [{**p, "result": rounded(score_pair(models, p["prompt"], p["a"], p["b"], t0))} for p in chosen]
     starts = chosen + [_pair(f"{p['label']}", p["prompt"], p["chosen"], p["rejected"]) for p in train_pairs[1:]]
     meta = {"model": model_name, "beta": models["IM-RM"].beta, "rms": list(models),
