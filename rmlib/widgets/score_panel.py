@@ -10,9 +10,9 @@ IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally 
 * the IM-RM's per-token changes ``ln pi_theta(y_k|x, y_<k) - ln pi_ref(y_k|x, y_<k)`` of both responses, token
   strings included (:func:`rmlib.persona.token_logprob_changes`); ``beta`` times their sum is the IM-RM reward;
 * with a training pair, the coefficients ``rho_{k,l}(v)`` of Eq. 5 between each evaluated response (tokens k)
-  and the training responses v = y+ and v = y- (tokens l), from :func:`rmlib.dynamics.analyze_pair` at the
-  trained IM-RM's parameters: how one more gradient step on the training pair would move the evaluated
-  response's log-probability, token by token.
+  and the training responses v = y+ and v = y- (tokens l), from the hidden states at the
+  trained IM-RM's parameters (:func:`rmlib.dynamics.rho_terms`): how one more gradient step on the training
+  pair would move the evaluated response's log-probability, token by token.
 
 pi_ref of new text must be the initial model: a trained IM-RM's cache of reference log-probs refuses unseen
 sequences, so the IM-RM must be one that holds pi_ref as a model, as :func:`rmlib.load_reward_model` loads it
@@ -113,19 +113,23 @@ def token_changes(im, prompt: str, response: str) -> list[dict]:
     return token_logprob_changes(im.lm, _reference_lm(im), im, prompt, response)
 
 
-def rho_grids(im, prompt: str, response: str, train_pair: dict) -> dict:
-    """rho_{k,l}(v) of Eq. 5 [K, L] between ``response`` (tokens k) and v = the training pair's chosen and
-    rejected responses (tokens l), at the IM-RM's current parameters; g = sigma(r(x', y-) - r(x', y+))."""
-    x, y_plus, y_minus = train_pair["prompt"], train_pair["chosen"], train_pair["rejected"]
-    r_plus, r_minus = score(im, [im.encode(x, y_plus), im.encode(x, y_minus)]).tolist()
-    analysis = dynamics.analyze_pair(im.lm, im.encode, dynamics.unembedding(im.lm), (x, y_plus, y_minus),
-                                     (prompt, response), beta=im.beta, eta=1.0, g=dynamics.sigmoid(r_minus - r_plus))
-    tokens = token_strings(im.tokenizer, analysis.bar.tokens)
-    return {role: {"eval_tokens": tokens, "train_tokens": token_strings(im.tokenizer, v.tokens),
-                   "eval_ids": analysis.bar.tokens.tolist(), "train_ids": v.tokens.tolist(),
-                   "rho": r.tolist()}
-            for role, v, r in (("chosen", analysis.plus, analysis.rho_plus),
-                               ("rejected", analysis.minus, analysis.rho_minus))}
+def rho_grids(im, prompt: str, responses: dict[str, str], train_pair: dict) -> dict:
+    """rho_{k,l}(v) of Eq. 5 [K, L] between each response (tokens k) and v = the training pair's chosen and
+    rejected responses (tokens l), at the IM-RM's current parameters (:func:`rmlib.dynamics.rho_terms` on the
+    hidden states of :func:`rmlib.dynamics.response_states`; the training responses' states computed once)."""
+    U = dynamics.unembedding(im.lm)
+    x = train_pair["prompt"]
+    v = {role: dynamics.response_states(im.lm, im.encode(x, train_pair[role])) for role in ("chosen", "rejected")}
+    grids = {}
+    for key, text in responses.items():
+        bar = dynamics.response_states(im.lm, im.encode(prompt, text))
+        tokens = token_strings(im.tokenizer, bar.tokens)
+        grids[key] = {}
+        for role, states in v.items():
+            r, _, _ = dynamics.rho_terms(bar, states, U)
+            grids[key][role] = {"eval_tokens": tokens, "train_tokens": token_strings(im.tokenizer, states.tokens),
+                                "eval_ids": bar.tokens.tolist(), "train_ids": states.tokens.tolist(), "rho": r.tolist()}
+    return grids
 
 
 def score_pair(models: dict, prompt: str, response_a: str, response_b: str, train_pair: dict | None = None) -> dict:
@@ -143,7 +147,7 @@ def score_pair(models: dict, prompt: str, response_a: str, response_b: str, trai
         rewards[name] = dict(zip(responses, (float(v) for v in values)))
     prefs = {name: preferred(r["A"], r["B"]) for name, r in rewards.items()}
     tokens = {key: token_changes(im, prompt, text) for key, text in responses.items()}
-    grids = None if train_pair is None else {key: rho_grids(im, prompt, text, train_pair) for key, text in responses.items()}
+    grids = None if train_pair is None else rho_grids(im, prompt, responses, train_pair)
     return {"prompt": prompt, "responses": responses, "order": list(models), "rewards": rewards, "preferred": prefs,
             **verdict(prefs),
             "beta": im.beta, "tokens": tokens, "train_pair": train_pair, "rho": grids}
