@@ -14,7 +14,6 @@ import html as html_lib
 import http.server
 import json
 import re
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -30,9 +29,6 @@ import vendor_js  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 WAIT_MS = 60_000  # generous upper bound for a page to settle on a busy 2-core machine (not a timing test)
 
 
@@ -189,16 +185,7 @@ def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
 NOTEBOOKS = build_book.find_notebooks(ROOT / "notebooks")
 
 
-@pytest.fixture(scope="module")
-def site() -> Path:
-    if not NOTEBOOKS:
-        pytest.skip("no notebooks/NN_*.ipynb yet")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "smoke"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, f"PROFILE=smoke book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    layout = build_book.Layout(ROOT / "_build", "smoke")
-    assert (layout.html / "index.html").exists()
-    return layout.html
+# the `site` fixture (the smoke build, once per session) is in conftest.py, shared with tests/test_score_panel.py
 
 
 def test_site_has_every_notebook_in_order_and_the_generated_pages(site):
@@ -231,19 +218,7 @@ def test_no_page_references_a_cdn(site):
 
 
 # ---------------------------------------------------------------------------------------------------
-# the site in headless Chromium
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} and could not be installed "
-                    "(`make browser` runs apt-get install chromium); browser checks skipped")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
+# the site in headless Chromium (the `browser` fixture is in conftest.py)
 
 @pytest.fixture(scope="module")
 def server(site):

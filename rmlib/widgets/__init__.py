@@ -11,6 +11,8 @@ embedded in an executed notebook, in a static jupyter-book page with no kernel a
   Payload: ``{"meta", "examples": [...], "pairs": [...]}`` built by :func:`rho_payload`.
 * :class:`TrainingView`: rewards of held-out responses over training steps, EX-RM vs IM-RM.
   Payload: ``{"meta", "steps": [...], "examples": [...]}`` built by :func:`training_payload`.
+* :class:`rmlib.widgets.score_panel.ScorePanel` (notebook 03): score a prompt and two responses with the
+  trained RMs, live through the kernel or, in the static book, precomputed examples (its own module).
 
 Stable DOM names for browser tests: ``.rho-explorer``, ``select.rho-pair``, ``rect.rho-cell[data-k][data-l]``,
 ``.rho-token`` (``rho-token-active`` while its cell is hovered), ``.rho-readout``, ``.rho-totals``;
