@@ -39,7 +39,7 @@ import anywidget
 import torch
 import traitlets
 
-from . import HERE, CSS, _check_size, quantize, significant, token_strings
+from . import HERE, CSS, _check_size, _short, quantize, significant, token_strings
 from .. import dynamics
 from ..formatting import SequenceTooLong
 from ..persona import token_logprob_changes
@@ -208,11 +208,6 @@ def load_panel_models(records: list[dict]) -> dict:
     return {n: models[n] for n in order}
 
 
-def _short(text: str, limit: int = 70) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
-
-
 def _pair(label: str, prompt: str, a: str, b: str) -> dict:
     return {"label": label, "prompt": prompt, "a": a, "b": b}
 
@@ -237,7 +232,7 @@ def panel_data(models: dict, setting, im_record: dict, model_name: str, n_train_
     else:
         n_prompts = len({r["prompt"] for r in sets["test/original"].rows})
         flip_note = (f"Searching the {n_prompts} test prompts of this run: the IM-RM ranks every original pair of "
-                     f"the test prompt \u201c{_short(flip['prompt'])}\u201d correctly but ranks a paraphrased pair the "
+                     f"the test prompt \u201c{_short(flip['prompt'], 70)}\u201d correctly but ranks a paraphrased pair the "
                      "wrong way round (the two precomputed test-prompt examples).")
         test = (flip["original"], flip["paraphrased"])
     t0 = train_pairs[0]
