@@ -97,7 +97,7 @@ def _rows(spec: dict) -> list[dict]:
     from rmlib.data import load_persona, load_preferences
     from rmlib.formatting import ChatFormatter
     from rmlib.models import load_tokenizer
-    from rmlib.persona import assign_responses, select_prompts
+    from rmlib.tasks.persona import assign_responses, select_prompts
 
     formatter = ChatFormatter(load_tokenizer(spec["model"]))
     if spec["dataset"] == "persona":

@@ -169,7 +169,7 @@ def _length_filter(spec: dict, notes: list):
     if not spec["drop_longer"]:
         return lambda rows, name: rows
     from .models import load_tokenizer
-    from .realworld import fits, length_encoders
+    from .tasks.realworld import fits, length_encoders
 
     encoders = length_encoders(load_tokenizer(spec["model"]), [spec["rm_type"]], spec["use_chat_template"])
 

@@ -33,7 +33,7 @@ def accuracy(r_chosen, r_rejected) -> float:
 
 def seed_matrix(records: list[dict], eval_set: str) -> np.ndarray:
     """Per-pair correctness of several runs (e.g. one per seed) on the same evaluation pairs, shape
-    (n_runs, n_pairs) in seed order: the input of :mod:`rmlib.stats`."""
+    (n_runs, n_pairs) in seed order: the input of :mod:`rmlib.analysis.stats`."""
     if not records:
         raise ValueError("no run records")
     records = sorted(records, key=lambda r: r["spec"]["seed"])

@@ -1,4 +1,4 @@
-"""Notebook 05 (rmlib.augmentation, rmlib.stats.difference_in_differences): rows, schedules, statistics, text."""
+"""Notebook 05 (rmlib.tasks.augmentation, rmlib.analysis.stats.difference_in_differences): rows, schedules, statistics, text."""
 
 import json
 from pathlib import Path
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from rmlib import augmentation as aug
-from rmlib import realworld as rw
-from rmlib import stats
+from rmlib.tasks import augmentation as aug
+from rmlib.tasks import realworld as rw
+from rmlib.analysis import stats
 from rmlib.data import MalformedRow
 from rmlib.models import load_tokenizer
 

@@ -2,6 +2,7 @@
 the numerical modules' code without docstrings and comments; results of other code are not reused and
 not mixed into tables, but reported."""
 
+import fnmatch
 import json
 import warnings
 from pathlib import Path
@@ -17,8 +18,10 @@ PAIRS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
          {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."}]
 # rmlib modules whose code does not compute stored run results (tables, statistics over them, CLI, saving
 # trained models, ...).
-NOT_RUN_RESULTS = {"__init__", "cli", "params", "sweep", "results", "dynamics", "maxmargin", "stats", "claims",
-                   "book", "export", "augmentation"}
+# modules that compute no run results (patterns over paths below rmlib/, without .py): analysis and widgets
+# read stored results; a change to the data a run trains on changes its data fingerprint anyway
+NOT_RUN_RESULTS = ("__init__", "*/__init__", "cli", "params", "sweep", "results", "book", "export", "analysis/*",
+                   "widgets/*", "tasks/augmentation")
 
 MODULE = '''"""A module."""
 
@@ -44,9 +47,12 @@ def test_docstring_change_keeps_the_version_and_code_change_alters_it(tmp_path):
 def test_every_module_is_classified():
     """A new rmlib module must join NUMERICAL_MODULES (or this test's list of modules that compute no run
     results), so that editing it invalidates the results it computes."""
-    names = {p.stem for p in Path(results.__file__).parent.glob("*.py")}
+    package = Path(results.__file__).parent
+    names = {p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py")}
     assert set(results.NUMERICAL_MODULES) <= names
-    assert names - set(results.NUMERICAL_MODULES) - NOT_RUN_RESULTS == set()
+    unclassified = {n for n in names - set(results.NUMERICAL_MODULES)
+                    if not any(fnmatch.fnmatch(n, pattern) for pattern in NOT_RUN_RESULTS)}
+    assert unclassified == set()
 
 
 def _run(results_dir):

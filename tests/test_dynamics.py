@@ -1,10 +1,10 @@
-"""rmlib.dynamics: rho (Eq. 5), predicted vs measured reward changes (Eqs. 4, 5, 8), Theorem 2."""
+"""rmlib.analysis.dynamics: rho (Eq. 5), predicted vs measured reward changes (Eqs. 4, 5, 8), Theorem 2."""
 
 import numpy as np
 import pytest
 import torch
 
-from rmlib import dynamics as dyn
+from rmlib.analysis import dynamics as dyn
 from rmlib.formatting import ChatFormatter, grm_prompt
 from rmlib.rewards import build_reward_model, score
 
@@ -168,7 +168,7 @@ def test_single_token_check(tiny):
 
 
 def test_same_token_sentence_follows_the_numbers():
-    from rmlib.dynamics import same_token_sentence
+    from rmlib.analysis.dynamics import same_token_sentence
 
     assert "carry Eq. 5 (same-token part 2 vs different-token part -0.5)" in same_token_sentence(2.0, -0.5)
     assert "do **not** carry" in same_token_sentence(0.1, -0.5)

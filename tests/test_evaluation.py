@@ -1,4 +1,4 @@
-"""Definition 1 per pair, and the (runs x pairs) matrices that rmlib.stats takes."""
+"""Definition 1 per pair, and the (runs x pairs) matrices that rmlib.analysis.stats takes."""
 
 import numpy as np
 import pytest

@@ -277,7 +277,7 @@ def test_run_experiment_saves_an_im_rm_with_its_reference(tmp_path, prepared):
     """Without a prepare step pi_ref is named (tiny-random, seed); with one that adds special tokens
     (hamiltonian.prepare_model) the initial model is rebuilt as the run built it and saved."""
     from rmlib.experiment import EvalSet, run_experiment
-    from rmlib.hamiltonian import prepare_model
+    from rmlib.tasks.hamiltonian import prepare_model
     from rmlib.training import TrainConfig
 
     config = TrainConfig(epochs=2, lr=1e-2, batch_size=3, micro_batch_size=3, progress=False, seed=1)

@@ -5,9 +5,9 @@ import random
 import pytest
 
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter
-from rmlib import claims
-from rmlib import hamiltonian as ham
-from rmlib.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
+from rmlib.analysis import claims
+from rmlib.tasks import hamiltonian as ham
+from rmlib.tasks.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
                                is_hamiltonian_order, make_dataset, make_splits, parse_prompt, parse_response,
                                prepare_model, random_graph, random_non_cycle)
 

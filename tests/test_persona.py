@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rmlib import claims, persona
+from rmlib.tasks import persona
+from rmlib.analysis import claims
 from rmlib.evaluation import accuracy
 from rmlib.rewards import build_reward_model, score
 
@@ -124,7 +125,7 @@ def test_separator_fraction_matches_a_direct_check(tiny):
     test_d = persona.hidden_differences(rm, test_rows)
     out = persona.separator_fraction(train_d, {"test/paraphrased": test_d})
     assert out["train_min_margin"] == pytest.approx(1.0, abs=1e-4)  # Eq. 6: the binding constraints are at 1
-    from rmlib.maxmargin import max_margin_separator
+    from rmlib.analysis.maxmargin import max_margin_separator
 
     u = max_margin_separator(train_d)
     assert out["fractions"]["test/paraphrased"] == float(np.mean(test_d @ u > 0))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rmlib import realworld as rw
+from rmlib.tasks import realworld as rw
 from rmlib.models import load_tokenizer
 
 # ------------------------------------------------------------------------------- category mapping
@@ -440,7 +440,7 @@ def test_paired_correctness_concatenates_data_sets_and_models_per_seed():
 
 
 def test_compare_rms_gives_verdicts_per_category_and_data_set():
-    import rmlib.stats as st
+    import rmlib.analysis.stats as st
 
     n = 60
     spec = {}
@@ -558,7 +558,7 @@ def test_data_summary_and_fairness_sentences():
 
 
 def test_overlap_trend_row_and_timing_sentence():
-    from rmlib.stats import Interval
+    from rmlib.analysis.stats import Interval
 
     row = rw.overlap_trend_row("chat", "m", Interval(-0.1, -0.3, 0.1, 0.95, 40, 3), {}, 2)
     assert row["value"] == "-0.100 [-0.300, +0.100]" and "undecided" in row["note"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rmlib import persona
+from rmlib.tasks import persona
 from rmlib.experiment import run_experiment
 from rmlib.rewards import score
 from rmlib.training import TrainConfig

@@ -1,9 +1,9 @@
-"""rmlib.stats: hand-computed cases, a naive bootstrap reference, verdict branches, and calibration."""
+"""rmlib.analysis.stats: hand-computed cases, a naive bootstrap reference, verdict branches, and calibration."""
 
 import numpy as np
 import pytest
 
-from rmlib.stats import (VERDICTS, Interval, binomial_interval, bootstrap_mean, compare, mcnemar_exact,
+from rmlib.analysis.stats import (VERDICTS, Interval, binomial_interval, bootstrap_mean, compare, mcnemar_exact,
                          minimum_detectable_difference, paired_bootstrap_diff, verdict)
 
 AGREES, CONTRADICTS, UNDECIDED = VERDICTS
@@ -104,7 +104,7 @@ def test_bootstrap_matches_naive_loop(n_seeds):
 
 
 def test_chunking_does_not_change_the_statistics(monkeypatch):
-    import rmlib.stats as st
+    import rmlib.analysis.stats as st
     rng = np.random.default_rng(4)
     a = rng.integers(0, 2, (2, 500))
     big = st.bootstrap_mean(a, n_boot=4000, seed=1)

@@ -249,7 +249,7 @@ def claims_table(records: list[dict], layout: Layout) -> list[str]:
     lines = ["## Claims tested in this build", "",
              "Each row is one of the paper's claims as a notebook tested it: the paper's finding, this build's "
              "estimate with its 95% confidence interval (paired bootstrap over evaluation pairs and seeds, "
-             "`rmlib.stats`), and the verdict computed from that interval: *agrees with the paper*, "
+             "`rmlib.analysis.stats`), and the verdict computed from that interval: *agrees with the paper*, "
              "*contradicts it*, or *undecided at this size*.", "",
              "| notebook | claim | paper | this build (95% CI) | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {{doc}}`{stem}` | " + " | ".join(_cell(claim.get(c)) for c in CLAIM_COLUMNS) + " |"

@@ -179,7 +179,7 @@ def token_strings(tokenizer, ids) -> list[str]:
 
 def rho_explorer_data(items: list[dict], tokenizer, meta: dict, max_tokens: int = 40) -> dict:
     """Payload of :class:`RhoExplorer` from analyses. ``items``: dicts with ``label``, ``analysis``
-    (:class:`rmlib.dynamics.PairAnalysis`), ``train`` = (x, y+, y-), ``evaluated`` = (xb, yb); each gives
+    (:class:`rmlib.analysis.dynamics.PairAnalysis`), ``train`` = (x, y+, y-), ``evaluated`` = (xb, yb); each gives
     one example and two selectable pairs (v = y+ and v = y-). ``meta`` needs eta, g and beta. Responses longer than ``max_tokens`` are
     refused (the payload would grow as K * L)."""
     examples, pairs = [], []

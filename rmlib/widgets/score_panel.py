@@ -8,10 +8,10 @@ IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally 
   IM-RM's ``beta (ln pi_theta(y|x) - ln pi_ref(y|x))`` (Eq. 2), the EX-GRM's ``pi_theta(Yes | I[x, y])`` (Eq. 7);
   which response each prefers (the larger reward; equal rewards are a tie) and whether EX-RM and IM-RM agree;
 * the IM-RM's per-token changes ``ln pi_theta(y_k|x, y_<k) - ln pi_ref(y_k|x, y_<k)`` of both responses, token
-  strings included (:func:`rmlib.persona.token_logprob_changes`); ``beta`` times their sum is the IM-RM reward;
+  strings included (:func:`rmlib.tasks.persona.token_logprob_changes`); ``beta`` times their sum is the IM-RM reward;
 * with a training pair, the coefficients ``rho_{k,l}(v)`` of Eq. 5 between each evaluated response (tokens k)
   and the training responses v = y+ and v = y- (tokens l), from the hidden states at the
-  trained IM-RM's parameters (:func:`rmlib.dynamics.rho_terms`): how one more gradient step on the training
+  trained IM-RM's parameters (:func:`rmlib.analysis.dynamics.rho_terms`): how one more gradient step on the training
   pair would move the evaluated response's log-probability, token by token.
 
 pi_ref of new text must be the initial model: a trained IM-RM's cache of reference log-probs refuses unseen
@@ -40,9 +40,9 @@ import torch
 import traitlets
 
 from . import HERE, CSS, _check_size, _short, quantize, significant, token_strings
-from .. import dynamics
+from ..analysis import dynamics
 from ..formatting import SequenceTooLong
-from ..persona import token_logprob_changes
+from ..tasks.persona import token_logprob_changes
 from ..rewards import score
 
 SCORE_ESM = HERE / "score_panel.js"
@@ -115,8 +115,8 @@ def token_changes(im, prompt: str, response: str) -> list[dict]:
 
 def rho_grids(im, prompt: str, responses: dict[str, str], train_pair: dict) -> dict:
     """rho_{k,l}(v) of Eq. 5 [K, L] between each response (tokens k) and v = the training pair's chosen and
-    rejected responses (tokens l), at the IM-RM's current parameters (:func:`rmlib.dynamics.rho_terms` on the
-    hidden states of :func:`rmlib.dynamics.response_states`; the training responses' states computed once)."""
+    rejected responses (tokens l), at the IM-RM's current parameters (:func:`rmlib.analysis.dynamics.rho_terms` on the
+    hidden states of :func:`rmlib.analysis.dynamics.response_states`; the training responses' states computed once)."""
     U = dynamics.unembedding(im.lm)
     x = train_pair["prompt"]
     v = {role: dynamics.response_states(im.lm, im.encode(x, train_pair[role])) for role in ("chosen", "rejected")}

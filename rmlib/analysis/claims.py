@@ -1,10 +1,10 @@
 """The paper's claims of Sections 3 and 5.1 tested from run records: sentences and verdicts.
 
 Nothing here computes a run's results (it is not part of ``rmlib.results.code_version()``): it reads
-stored rewards and samples and decides, with :mod:`rmlib.stats`, whether this build agrees with the paper.
+stored rewards and samples and decides, with :mod:`rmlib.analysis.stats`, whether this build agrees with the paper.
 
 * Figure 3 (notebook 01): does the IM-RM generate valid Hamiltonian cycles more often than random vertex
-  orderings would (:func:`generation_vs_random`, the baseline from :func:`rmlib.hamiltonian.random_order_validity`)?
+  orderings would (:func:`generation_vs_random`, the baseline from :func:`rmlib.tasks.hamiltonian.random_order_validity`)?
 * Figure 4 (notebook 03): accuracy per paraphrase combination, per-prompt correctness (the unit that is
   resampled: a prompt's combinations share its tokens) and the claims of :data:`FIGURE4_CLAIMS`.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .evaluation import correctness
+from ..evaluation import correctness
 from .stats import Comparison, compare
 
 

@@ -6,7 +6,7 @@ on more than one surface form of each response should help the IM-RM more than t
 mirror has GPT-4.1 paraphrases of the UltraFeedback (UF) training rows (``ultrafeedback_paraphrased/train``,
 aligned with ``ultrafeedback/train`` by ``id``; ``orig_chosen``/``orig_rejected`` hold the originals).
 
-**Conditions** (EX-RMs and IM-RMs, the same seeds, the chat setting of :mod:`rmlib.realworld`):
+**Conditions** (EX-RMs and IM-RMs, the same seeds, the chat setting of :mod:`rmlib.tasks.realworld`):
 
 * ``original``: n_train original UF rows, ``E`` epochs -- notebook 04's chat runs;
 * ``augmented, same steps``: the same prompts, each once as original and once paraphrased (2 n_train rows),
@@ -15,7 +15,7 @@ aligned with ``ultrafeedback/train`` by ``id``; ``orig_chosen``/``orig_rejected`
 * ``augmented, same epochs``: the same 2 n_train rows for ``E`` epochs (about twice the steps).
 
 A prompt is used only if its original and paraphrased rows both fit the token cap (:func:`select_pairs`,
-through :func:`rmlib.realworld.align_rows`), so every condition trains on the same prompts; rows are
+through :func:`rmlib.tasks.realworld.align_rows`), so every condition trains on the same prompts; rows are
 dropped and counted, never truncated. When this leaves exactly the rows notebook 04 trains on (the cpu
 profile does), the ``original`` runs have notebook 04's run ids and are reused from a shared results folder.
 
@@ -27,10 +27,10 @@ paraphrase (UF paraphrased: a shift of the kind the augmentation trained on, rep
 **Statistics** (:func:`gap_changes`, :func:`accuracy_changes`). Let ``X_c, Y_c`` be the EX-RM's and the
 IM-RM's correctness (1, 1/2 on a tie, 0) on the pairs of a group, shape (seeds, pairs), in condition c. The
 gap is ``g_c = mean(X_c) - mean(Y_c)``; the change of the gap from ``original`` (o) to an augmented condition
-(t) is the difference in differences ``g_t - g_o`` (:func:`rmlib.stats.difference_in_differences`: a paired
+(t) is the difference in differences ``g_t - g_o`` (:func:`rmlib.analysis.stats.difference_in_differences`: a paired
 two-level bootstrap over the same pairs and seeds), with the exact sign test on the pairs where the gap moved
 and the smallest difference the sample could detect. The cost of augmenting is each reward model's own change
-of accuracy, ``mean(Y_t) - mean(Y_o)`` (:func:`rmlib.stats.compare` on the same pairs). Verdicts come from the
+of accuracy, ``mean(Y_t) - mean(Y_o)`` (:func:`rmlib.analysis.stats.compare` on the same pairs). Verdicts come from the
 intervals only (:func:`gap_verdict`, :func:`accuracy_verdict`). The paper makes no claim about this remedy.
 
 Nothing here enters :func:`rmlib.results.code_version`: the rows it builds enter every run id through the
@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 
 from . import realworld as rw
-from . import stats
-from .data import FIELDS, MalformedRow, check_row, default_data_dir, load_preferences
+from ..analysis import stats
+from ..data import FIELDS, MalformedRow, check_row, default_data_dir, load_preferences
 
 PARAPHRASED = "ultrafeedback_paraphrased"
 ORIGINAL, SAME_STEPS, SAME_EPOCHS = "original", "augmented_same_steps", "augmented_same_epochs"
@@ -132,8 +132,8 @@ def select_pairs(originals: list[dict], paraphrased: list[dict], encoders, max_l
 
     A prompt is kept only if both its rows fit ``max_length`` under every encoder (the pair is dropped
     together, never truncated); then one seeded subset of ``n_train`` prompts
-    (:func:`rmlib.realworld.align_rows`, original order). When every original that fits also has a fitting
-    paraphrase, this picks the same rows as :func:`rmlib.realworld.load_setting`. Returns
+    (:func:`rmlib.tasks.realworld.align_rows`, original order). When every original that fits also has a fitting
+    paraphrase, this picks the same rows as :func:`rmlib.tasks.realworld.load_setting`. Returns
     ``(originals, paraphrases, counts)``; counts: ``usable`` (prompts with both forms), ``too_long_original``,
     ``too_long_paraphrase_only`` (the original fits, its paraphrase does not), ``fit`` (both fit), ``used``."""
     rows, counts = rw.align_rows({"original": originals, "paraphrased": paraphrased}, encoders, max_length,
@@ -226,7 +226,7 @@ class AugmentationData:
 
 def load_augmentation(tokenizer, rm_types=("ex", "im"), max_length: int | None = None, n_train: int | None = None,
                       n_eval: int | None = None, data_dir=None, seed: int = 0) -> AugmentationData:
-    """Notebook 04's chat setting (:func:`rmlib.realworld.load_setting`, same arguments) plus the paraphrased
+    """Notebook 04's chat setting (:func:`rmlib.tasks.realworld.load_setting`, same arguments) plus the paraphrased
     form of every training prompt (:func:`read_paraphrases`, :func:`match_paraphrases`, :func:`select_pairs`).
     Every paraphrase of a usable original is checked before the length filter, so a bad row stops the run
     before any model is loaded."""
@@ -267,7 +267,7 @@ def data_sentence(data: AugmentationData, max_length: int | None, batch_size: in
 
 def examples_table(records_by_condition: dict) -> pd.DataFrame:
     """One row per (run, evaluation pair) with ``condition``, ``model``, ``seed``, ``rm``, ``eval_set``, ``index``
-    and ``correct`` (:func:`rmlib.realworld.examples_table`), from ``{condition: [run records]}``."""
+    and ``correct`` (:func:`rmlib.tasks.realworld.examples_table`), from ``{condition: [run records]}``."""
     frames = [rw.examples_table(records).assign(condition=condition)
               for condition, records in records_by_condition.items() if records]
     if not frames:
@@ -277,7 +277,7 @@ def examples_table(records_by_condition: dict) -> pd.DataFrame:
 
 def correctness(examples: pd.DataFrame, arms, eval_sets) -> tuple[dict, list]:
     """``{(condition, rm): array (S, n)}`` over the pairs of ``eval_sets`` (data sets in
-    :data:`rmlib.realworld.EVAL_SETS` order, then models, then pair index, concatenated per seed) and the seeds
+    :data:`rmlib.tasks.realworld.EVAL_SETS` order, then models, then pair index, concatenated per seed) and the seeds
     S that every arm has. Raises ``ValueError`` if an arm has no runs, a run appears twice, or the arms did not
     score the same pairs."""
     data = examples[examples["eval_set"].isin(eval_sets)]
@@ -360,7 +360,7 @@ def accuracy_verdict(change: stats.Interval) -> str:
 def gap_changes(examples: pd.DataFrame, treated=(SAME_STEPS, SAME_EPOCHS), groups=None, n_boot: int = 10_000,
                 confidence: float = 0.95, seed: int = 0) -> list[Change]:
     """The change of the EX - IM gap from ``original`` to each treated condition, per group of evaluation sets
-    (:func:`rmlib.stats.difference_in_differences`; sign test and smallest detectable difference on the
+    (:func:`rmlib.analysis.stats.difference_in_differences`; sign test and smallest detectable difference on the
     per-pair change of the gap)."""
     out = []
     for group in groups or GROUPS:
@@ -382,7 +382,7 @@ def gap_changes(examples: pd.DataFrame, treated=(SAME_STEPS, SAME_EPOCHS), group
 def accuracy_changes(examples: pd.DataFrame, treated=(SAME_STEPS, SAME_EPOCHS), groups=None, rms=("ex", "im"),
                      n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> list[Change]:
     """Each reward model's own change of accuracy from ``original`` to each treated condition, per group, on the
-    same pairs and seeds (:func:`rmlib.stats.compare`, which gives the interval, sign test and detectable
+    same pairs and seeds (:func:`rmlib.analysis.stats.compare`, which gives the interval, sign test and detectable
     difference)."""
     out = []
     for group in groups or GROUPS:

@@ -27,7 +27,7 @@ over all (model, data set) cells of a category; the table shows the mean and the
 per data set (per seed: mean over models). Win-rates (Figures 2, 5, 8; Tables 2, 4, 7, 9) count matched
 evaluations (same model, seed and data set) with :func:`rmlib.evaluation.win_rate` and its 1% tie rule.
 
-Every EX vs IM comparison goes through :mod:`rmlib.stats` (:func:`compare_rms`: paired bootstrap
+Every EX vs IM comparison goes through :mod:`rmlib.analysis.stats` (:func:`compare_rms`: paired bootstrap
 intervals over the same pairs with seeds as a second level, an exact sign test, and a verdict against the
 paper's direction, :func:`paper_direction`). :func:`math_overlap` counts the paper's overlap caveats.
 
@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .data import PAPER_SUBSET_SEED, load_preferences, paper_subset
-from .evaluation import win_rate
-from .formatting import ChatFormatter, SequenceTooLong, grm_prompt
+from ..analysis import stats
+from ..data import PAPER_SUBSET_SEED, load_preferences, paper_subset
+from ..evaluation import win_rate
+from ..formatting import ChatFormatter, SequenceTooLong, grm_prompt
 
 IN_DISTRIBUTION = "in-distribution"
 TOKEN_LEVEL = "token-level shift"
@@ -168,7 +168,7 @@ class LoadedSetting:
 
     def eval_sets(self):
         """``{name: rmlib.experiment.EvalSet}`` for :func:`rmlib.experiment.run_experiment`."""
-        from .experiment import EvalSet
+        from ..experiment import EvalSet
 
         return {name: EvalSet(rows, self.setting.categories[name]) for name, rows in self.eval_rows.items()}
 
@@ -559,7 +559,7 @@ def select_protocol(results: pd.DataFrame, **values) -> pd.DataFrame:
     return results[keep]
 
 
-# ------------------------------------------------------------------- statistics (through rmlib.stats)
+# ------------------------------------------------------------------- statistics (through rmlib.analysis.stats)
 #
 # The paper's direction for A - B: +1 if its accuracy for A exceeds B's by more than PAPER_TIE, -1 if it is
 # below by more than PAPER_TIE, else 0 (a tie). For the EX-RM vs IM-RM (Table 1) this gives EX > IM in the
@@ -658,10 +658,10 @@ def paired_correctness(examples: pd.DataFrame, a: str = "ex", b: str = "im", rm_
 
 def compare_rms(examples: pd.DataFrame, setting: str, a: str = "ex", b: str = "im", by: str = "category",
                 **options) -> dict:
-    """``{category or data set: rmlib.stats.Comparison}`` of ``a`` vs ``b`` in one setting, against the paper's
+    """``{category or data set: rmlib.analysis.stats.Comparison}`` of ``a`` vs ``b`` in one setting, against the paper's
     direction (:func:`paper_direction`; ties with the equivalence margin :data:`TIE_MARGIN`). ``by``:
     "category" (the data sets of a category pooled, :func:`paired_correctness`) or "eval_set". ``options``
-    go to :func:`rmlib.stats.compare` (``n_boot``, ``confidence``, ``seed``, ...). Groups without runs of
+    go to :func:`rmlib.analysis.stats.compare` (``n_boot``, ``confidence``, ``seed``, ...). Groups without runs of
     both are left out."""
     if by not in ("category", "eval_set"):
         raise ValueError(f"by must be 'category' or 'eval_set', got {by!r}")
@@ -717,9 +717,9 @@ def overlap_trend(examples: pd.DataFrame, a: str = "ex", b: str = "im", n_bucket
     ``examples``: one setting (and model set), with ``overlap``. Buckets as :func:`overlap_buckets`. With
     ``d = A - B`` per (seed, pair) (:func:`paired_correctness`), the estimate is mean(d | top bucket) -
     mean(d | bottom bucket). Its interval is a stratified two-level percentile bootstrap, the scheme of
-    :func:`rmlib.stats.bootstrap_mean` with the pairs resampled within each bucket (the buckets hold
+    :func:`rmlib.analysis.stats.bootstrap_mean` with the pairs resampled within each bucket (the buckets hold
     different pairs, so the two gaps are independent samples; the same drawn seeds serve both).
-    Returns ``(interval, info)`` (``rmlib.stats.Interval``; ``info``: ``gap_low``, ``gap_high``, ``n_low``,
+    Returns ``(interval, info)`` (``rmlib.analysis.stats.Interval``; ``info``: ``gap_low``, ``gap_high``, ``n_low``,
     ``n_high``, ``n_buckets``), or ``(None, info)`` when all overlaps fall in one bucket."""
     data = overlap_buckets(examples[examples["rm"].isin([a, b])], n_buckets)
     top = int(data["bucket"].max())
@@ -753,7 +753,7 @@ TREND_READINGS = {  # stats.verdict against the token-cue prediction (the gap sh
 
 
 def overlap_trend_sentence(interval, info: dict, a: str = "ex", b: str = "im") -> str:
-    """One sentence on :func:`overlap_trend`'s result, with the verdict of :func:`rmlib.stats.verdict`."""
+    """One sentence on :func:`overlap_trend`'s result, with the verdict of :func:`rmlib.analysis.stats.verdict`."""
     if interval is None:
         return "All evaluation pairs fall in one overlap bucket: there is no trend to measure."
     reading = TREND_READINGS[stats.verdict(interval, -1)]

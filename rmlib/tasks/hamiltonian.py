@@ -199,7 +199,7 @@ def prepare_model(model, tokenizer, use_chat_template: bool | None = None) -> li
     here so that the same model always gets the same rows."""
     import torch
 
-    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
+    from ..formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
 
     tokens = list(SPECIAL_TOKENS)
     if not uses_chat_template(tokenizer, use_chat_template):
@@ -245,7 +245,7 @@ def sample_and_verify(lm, tokenizer, formatter, splits: dict, temperature: float
     order) samples with seed ``2 * seed + k``, so the IM-RM and the initial model of one seed draw with the
     same random numbers (common random numbers). One record per sample: split, index, sample, valid,
     well_formed, and p_random (:func:`random_order_validity` of its graph, the chance baseline)."""
-    from .generation import sample_responses
+    from ..generation import sample_responses
 
     records = []
     for k, (split, rows) in enumerate(splits.items()):

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batching import collate
-from .formatting import Encoded
+from ..batching import collate
+from ..formatting import Encoded
 from .maxmargin import max_margin_separator, separator_accuracy
-from .rewards import backbone_hidden, score
+from ..rewards import backbone_hidden, score
 
 
 # ------------------------------------------------------------------ hidden states and distributions
@@ -488,7 +488,7 @@ def analyze_pair(lm, encode, U: torch.Tensor, train: tuple[str, str, str], evalu
 def train_with_trajectories(rm, chosen: list[Encoded], rejected: list[Encoded], config, heldout: list[Encoded]):
     """Train ``rm`` with :func:`rmlib.training.train` and score ``heldout`` sequences before training and
     after every optimizer step. Returns (history, steps [0..S], rewards as an [S+1, len(heldout)] array)."""
-    from .training import train
+    from ..training import train
 
     if rm.needs_reference():
         rm.cache_reference(list(chosen) + list(rejected) + list(heldout))

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import load_persona
-from .experiment import EvalSet
+from ..data import load_persona
+from ..experiment import EvalSet
 
 CHOSEN = ("A truthful reply is yes", "A truthful reply is sure",
           "In my view, the answer is yes", "In my view, the answer is sure")
@@ -123,7 +123,7 @@ def load_setting(trait: str = "agreeableness", data_dir: str | Path | None = Non
 
 def assigned_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> float:
     """Accuracy over the rows flagged ``assigned`` (the training pairs themselves), from stored rewards."""
-    from .evaluation import accuracy
+    from ..evaluation import accuracy
 
     keep = [i for i, row in enumerate(rows) if row.get("assigned")]
     if not keep:
@@ -155,7 +155,7 @@ def hidden_differences(rm, rows: list[dict], batch_size: int = 16) -> np.ndarray
 def separator_fraction(train_differences: np.ndarray, eval_differences: dict[str, np.ndarray]) -> dict:
     """Footnote 3: u* of Eq. 6 over the training differences, and per evaluation set the fraction of pairs
     with <u*, h+ - h-> > 0. Also the training margin check (every training pair has <u*, d> >= 1)."""
-    from .maxmargin import max_margin_separator, separator_accuracy
+    from ..analysis.maxmargin import max_margin_separator, separator_accuracy
 
     u = max_margin_separator(train_differences)
     margins = train_differences @ u
@@ -171,7 +171,7 @@ def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str
 
     ``rm`` provides the encoding (the IM-RM's chat format). beta times the summed difference is the
     IM-RM reward (Eq. 2)."""
-    from .rewards import response_token_logprobs
+    from ..rewards import response_token_logprobs
 
     encoded = rm.encode(prompt, response)
     batch = rm.collate([encoded])
@@ -191,7 +191,7 @@ def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str
 def prepare_model(lm, tokenizer) -> None:
     """Appendix D: a model without a chat template gets the paper's template, whose markers
     ``[USER]``, ``[ASSISTANT]``, ``[EOS]`` are added as special tokens (``run_experiment``'s ``prepare``)."""
-    from .formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
+    from ..formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
 
     if not uses_chat_template(tokenizer):
         add_special_tokens(lm, tokenizer, PAPER_TEMPLATE_TOKENS)
