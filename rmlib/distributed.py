@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .evaluation import accuracy, normalized_margin
+from .metrics import accuracy, normalized_margin
 from .formatting import Encoded
 from .precision import autocast
 from .rewards import score
@@ -91,7 +91,7 @@ def _score_distributed(rm, sequences, accelerator, batch_size, engine_model, pro
 
 def evaluate_distributed(rm, chosen: list[Encoded], rejected: list[Encoded], accelerator=None,
                          batch_size: int = 16, engine_model=None, progress=None) -> dict:
-    """:func:`rmlib.evaluation.evaluate` with the scoring shared by all processes."""
+    """:func:`rmlib.rewards.evaluate` with the scoring shared by all processes."""
     rewards = score_distributed(rm, list(chosen) + list(rejected), accelerator, batch_size, engine_model,
                                 progress)
     n = len(chosen)

@@ -12,12 +12,14 @@ Any unknown key (a typo in a params file), wrong type, value out of range or unk
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import types
-from dataclasses import dataclass
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import yaml
 
@@ -169,3 +171,90 @@ def load_profile(notebook: str, profile: str, params_dir: str | Path | None = No
         raise ParameterError(f"no profile {profile!r} for {notebook!r}; available: {available}")
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
+
+
+# ----------------------------------------------------------------------------------- notebook configs
+# One declaration per parameter: a frozen dataclass per notebook, whose fields carry their defaults (the cpu
+# profile), types (the annotations) and checks (``param(...)``); the papermill cell's values go through it.
+
+def param(default, *, choices=None, low=None, high=None, each: Param | None = None, verify=None,
+          help: str = ""):
+    """A config field: its default and the checks beyond its annotated type (see :class:`Param`)."""
+    checks = {"choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
+              "each": each, "verify": verify, "help": help}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=checks)
+    return field(default=default, metadata=checks)
+
+
+_SCALARS = {int: int, float: float, str: str, bool: bool, dict: dict, list: list}
+
+
+def _param_for(annotation, checks: dict) -> Param:
+    """The :class:`Param` of a field annotated ``int``, ``float | None``, ``list[str]``, ..."""
+    nullable = False
+    args = typing.get_args(annotation)
+    if args and type(None) in args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        nullable = True
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else tuple(rest)
+    each = checks.get("each")
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation) or (str,)
+        each = each or Param(_SCALARS[item])
+        annotation = list
+    kinds = annotation if isinstance(annotation, tuple) else _SCALARS[annotation]
+    return Param(kinds, choices=checks.get("choices"), low=checks.get("low"), high=checks.get("high"),
+                 nullable=nullable, each=each, verify=checks.get("verify"))
+
+
+@dataclass(frozen=True)
+class NotebookConfig:
+    """Base of the notebooks' parameters. A subclass names its params folder (``NOTEBOOK``), declares its
+    fields with :func:`param` and may add cross-checks in :meth:`check`. In the notebook::
+
+        cfg = PersonaConfig.from_namespace(globals())   # after papermill's injected cell
+
+    Unknown keys (a typo in a profile), wrong types, values out of range and failed cross-checks raise
+    :class:`ParameterError` naming the key, before any expensive work."""
+
+    NOTEBOOK: ClassVar[str] = ""
+
+    @classmethod
+    def schema(cls) -> dict[str, Param]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: _param_for(hints[f.name], dict(f.metadata)) for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "NotebookConfig":
+        """Defaults overridden by ``values``; every value checked."""
+        defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}  # NB: the defaults pass check()
+        checked = vars(validate({**defaults, **values}, cls.schema()))
+        config = cls(**checked)
+        config.check()
+        return config
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "NotebookConfig":
+        """The parameters found in a notebook's globals (its parameters cell and papermill's injected one):
+        every public global that is not a module, function, class or callable."""
+        values = {k: v for k, v in namespace.items()
+                  if not k.startswith("_") and k not in {"In", "Out", "get_ipython", "exit", "quit"}
+                  and not isinstance(v, (types.ModuleType, types.FunctionType, type)) and not callable(v)}
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides) -> "NotebookConfig":
+        """``params/<NOTEBOOK>/<profile>.yaml`` over the defaults, then ``overrides``."""
+        return cls.from_dict({**load_profile(cls.NOTEBOOK, profile), **overrides})
+
+    def check(self) -> None:
+        """Cross-checks between fields; a subclass extends it (calling ``super().check()``)."""
+        cross_check(asdict(self))
+
+    def replace(self, **changes) -> "NotebookConfig":
+        return type(self).from_dict({**asdict(self), **changes})
+
+    def _repr_markdown_(self) -> str:
+        rows = [f"| `{f.name}` | `{getattr(self, f.name)!r}` | {f.metadata.get('help', '')} |" for f in fields(self)]
+        return "| parameter | value | meaning |\n|---|---|---|\n" + "\n".join(rows)

@@ -28,6 +28,7 @@ from torch import nn
 from .batching import Batch, collate, collate_pairs, pair_for_packing
 from .formatting import ChatFormatter, Encoded, grm_prompt
 from .losses import bradley_terry_loss, generative_loss
+from .metrics import accuracy, normalized_margin
 from .models import hidden_size
 
 RM_TYPES = ("ex", "im", "grm")
@@ -332,3 +333,18 @@ def _packed_batches(rm: _RewardModel, sequences: list[Encoded], batch_size: int)
         first, second = [sequences[a] for a, _ in chunk], [sequences[b] for _, b in chunk]
         yield first, second, rm.collate_pairs(first, second)
 
+
+def encode_pairs(rm, rows) -> tuple[list[Encoded], list[Encoded]]:
+    """Encode every row's chosen and rejected sequence with the reward model's own format."""
+    chosen = [rm.encode(r["prompt"], r["chosen"]) for r in rows]
+    rejected = [rm.encode(r["prompt"], r["rejected"]) for r in rows]
+    return chosen, rejected
+
+
+def evaluate(rm, chosen: list[Encoded], rejected: list[Encoded], batch_size: int = 16) -> dict:
+    """Rewards of every pair and the two metrics; ``rewards`` are kept for later analysis."""
+    rewards = score(rm, chosen + rejected, batch_size)
+    n = len(chosen)
+    rc, rr = rewards[:n].numpy(), rewards[n:].numpy()
+    return {"accuracy": accuracy(rc, rr), "margin": normalized_margin(rc, rr), "n": n,
+            "reward_chosen": rc.tolist(), "reward_rejected": rr.tolist()}

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from rmlib.evaluation import encode_pairs
+from rmlib.rewards import encode_pairs
 from rmlib.models import load_model
 from rmlib.precision import PrecisionError
 from rmlib.rewards import build_reward_model, response_token_logprobs, sequence_logprobs

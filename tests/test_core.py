@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from rmlib.batching import collate
-from rmlib.evaluation import accuracy, encode_pairs, normalized_margin, win_rate
+from rmlib.metrics import accuracy, normalized_margin, win_rate
+from rmlib.rewards import encode_pairs
 from rmlib.experiment import EvalSet, run_experiment
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter, add_special_tokens
 from rmlib.models import load_model

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rmlib.evaluation import accuracy, correctness, seed_matrix
+from rmlib.metrics import accuracy, correctness, seed_matrix
 
 
 def _record(seed, rc, rr):

@@ -9,7 +9,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rmlib import cli
 from rmlib.batching import collate_pairs, micro_batches, packed_length, padded_tokens
-from rmlib.evaluation import encode_pairs
+from rmlib.rewards import encode_pairs
 from rmlib.experiment import EvalSet, run_experiment
 from rmlib.formatting import Encoded
 from rmlib.models import load_model

@@ -10,7 +10,7 @@ import torch
 
 from rmlib.tasks import persona
 from rmlib.analysis import claims
-from rmlib.evaluation import accuracy
+from rmlib.metrics import accuracy
 from rmlib.rewards import build_reward_model, score
 
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from rmlib import checkpoint as ckpt
-from rmlib.evaluation import encode_pairs
+from rmlib.rewards import encode_pairs
 from rmlib.experiment import EvalSet, run_experiment
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model

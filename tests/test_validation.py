@@ -1,6 +1,7 @@
 """Bad input gets a clear error naming the problem, before any expensive work."""
 
 import json
+from dataclasses import dataclass
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from rmlib import cli
 from rmlib.data import DataNotAvailable, load_preferences
 from rmlib.experiment import EmptyDataset, EvalSet, run_experiment
 from rmlib.formatting import SequenceTooLong
-from rmlib.params import Param, ParameterError, validate
+from rmlib.params import NotebookConfig, Param, ParameterError, param, validate
 from rmlib.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +250,39 @@ def test_notebook_cells_show_what_they_compute():
             lost += [f"{path.name} cell {index}: {ast.unparse(node)[:60]}" for node in body[:-1]
                      if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call)]
     assert not lost, lost
+
+
+@dataclass(frozen=True)
+class _ExampleConfig(NotebookConfig):
+    profile: str = param("cpu", choices=("smoke", "cpu", "paper"))
+    models: list[str] = param(["tiny-random"])
+    seeds: list[int] = param([0], each=Param(int, low=0))
+    n_eval: int | None = param(None, low=1)
+    lr: float = param(2e-5, low=0, high=0.1, help="Adam's learning rate")
+    batch_size: int = param(8, low=1)
+    micro_batch_size: int = param(8, low=1)
+
+
+def test_notebook_config_takes_the_notebook_globals_and_checks_them():
+    import json as a_module
+
+    cfg = _ExampleConfig.from_namespace({"profile": "smoke", "lr": 0, "n_eval": 3, "json": a_module,
+                                         "print_it": print, "_hidden": 1})
+    # declared defaults fill what the notebook does not set; an int is accepted where a float is declared
+    assert (cfg.profile, cfg.lr, cfg.n_eval, cfg.models, cfg.seeds) == ("smoke", 0.0, 3, ["tiny-random"], [0])
+    assert isinstance(cfg.lr, float)
+    assert "| `lr` | `0.0` | Adam's learning rate |" in cfg._repr_markdown_()
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"lrr": 0.1}, r"unknown parameter\(s\) 'lrr' \(did you mean 'lr'\?\)"),
+    ({"seeds": [0, 0]}, r"'seeds' = \[0, 0\] repeats a value"),
+    ({"seeds": [-1]}, r"'seeds\[0\]' = -1 is below its minimum 0"),
+    ({"micro_batch_size": 9}, r"'micro_batch_size' = 9 is larger than 'batch_size' = 8"),
+    ({"n_eval": 0}, r"'n_eval' = 0 is below its minimum 1"),
+    ({"models": ["a", 3]}, r"'models\[1\]' must be str, got int 3"),
+    ({"profile": "gpu"}, r"'profile' = 'gpu' is not accepted"),
+])
+def test_notebook_config_names_the_bad_parameter(change, expected):
+    with pytest.raises(ParameterError, match=expected):
+        _ExampleConfig.from_dict(change)

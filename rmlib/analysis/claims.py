@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from ..evaluation import correctness
+from ..metrics import correctness
 from .stats import Comparison, compare
 
 

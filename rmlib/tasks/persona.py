@@ -123,7 +123,7 @@ def load_setting(trait: str = "agreeableness", data_dir: str | Path | None = Non
 
 def assigned_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> float:
     """Accuracy over the rows flagged ``assigned`` (the training pairs themselves), from stored rewards."""
-    from ..evaluation import accuracy
+    from ..metrics import accuracy
 
     keep = [i for i, row in enumerate(rows) if row.get("assigned")]
     if not keep:

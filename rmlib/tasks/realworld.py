@@ -23,9 +23,9 @@ together by ``id`` (:func:`align_rows`), so the token-level sets hold the in-dis
 Aggregation follows the paper's tables. Table 1 / 6 ("means across the models and evaluation datasets,
 with standard deviation computed based on three random seeds"): for every seed, the metric is averaged
 over all (model, data set) cells of a category; the table shows the mean and the standard deviation
-(ddof=0, as :func:`rmlib.evaluation.summarize`) of these per-seed averages. Tables 3/5/8/10 do the same
+(ddof=0, as :func:`rmlib.metrics.summarize`) of these per-seed averages. Tables 3/5/8/10 do the same
 per data set (per seed: mean over models). Win-rates (Figures 2, 5, 8; Tables 2, 4, 7, 9) count matched
-evaluations (same model, seed and data set) with :func:`rmlib.evaluation.win_rate` and its 1% tie rule.
+evaluations (same model, seed and data set) with :func:`rmlib.metrics.win_rate` and its 1% tie rule.
 
 Every EX vs IM comparison goes through :mod:`rmlib.analysis.stats` (:func:`compare_rms`: paired bootstrap
 intervals over the same pairs with seeds as a second level, an exact sign test, and a verdict against the
@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..analysis import stats
 from ..data import PAPER_SUBSET_SEED, load_preferences, paper_subset
-from ..evaluation import win_rate
+from ..metrics import win_rate
 from ..formatting import ChatFormatter, SequenceTooLong, grm_prompt
 
 IN_DISTRIBUTION = "in-distribution"
@@ -360,7 +360,7 @@ def win_rates(results: pd.DataFrame, a: str = "ex", b: str = "im", group: str = 
               tolerance: float = 0.01) -> pd.DataFrame:
     """Win-rates of ``a`` against ``b`` (Figures 2, 5, 8; Tables 2, 4, 7, 9), per value of ``group``
     ("eval_set" or "category"). Evaluations are matched on ``match`` (same model, seed, data set) and
-    compared with :func:`rmlib.evaluation.win_rate` (a tie: accuracies within ``tolerance``).
+    compared with :func:`rmlib.metrics.win_rate` (a tie: accuracies within ``tolerance``).
     Returns one row per group: ``<a>_wins``, ``tie``, ``<b>_wins`` (percent) and ``n`` (matched pairs)."""
     if group not in results:
         raise ValueError(f"results table has no column {group!r}")

@@ -1,4 +1,4 @@
-"""Metrics over evaluation sets.
+"""Metrics over evaluation sets (numpy and pandas only: the one home of Definition 1).
 
 * accuracy (Definition 1): mean of 1[r+ > r-] + 1/2 * 1[r+ = r-].
 * absolute reward margin (Appendix D.3): mean of |r+ - r-| / s, where s is the standard deviation of all
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from .formatting import Encoded
-from .rewards import score
 
 TIE_TOLERANCE = 0.01
 
@@ -69,22 +67,6 @@ def win_rate(results: pd.DataFrame, a: str = "ex", b: str = "im", by=("model", "
     tie = diff.abs() <= tolerance + 1e-12
     return pd.Series({f"{a}_wins": 100 * float(((diff > 0) & ~tie).mean()), "tie": 100 * float(tie.mean()),
                       f"{b}_wins": 100 * float(((diff < 0) & ~tie).mean()), "n": int(len(joined))})
-
-
-def encode_pairs(rm, rows) -> tuple[list[Encoded], list[Encoded]]:
-    """Encode every row's chosen and rejected sequence with the reward model's own format."""
-    chosen = [rm.encode(r["prompt"], r["chosen"]) for r in rows]
-    rejected = [rm.encode(r["prompt"], r["rejected"]) for r in rows]
-    return chosen, rejected
-
-
-def evaluate(rm, chosen: list[Encoded], rejected: list[Encoded], batch_size: int = 16) -> dict:
-    """Rewards of every pair and the two metrics; ``rewards`` are kept for later analysis."""
-    rewards = score(rm, chosen + rejected, batch_size)
-    n = len(chosen)
-    rc, rr = rewards[:n].numpy(), rewards[n:].numpy()
-    return {"accuracy": accuracy(rc, rr), "margin": normalized_margin(rc, rr), "n": n,
-            "reward_chosen": rc.tolist(), "reward_rejected": rr.tolist()}
 
 
 def summarize(results: pd.DataFrame, by, value: str = "accuracy", over: str = "seed") -> pd.DataFrame:
