@@ -18,6 +18,7 @@ from rmlib.experiment import run_experiment
 from rmlib.rewards import score
 from rmlib.training import TrainConfig
 from rmlib import widgets as W
+from rmlib import widgets as W
 from rmlib.widgets import score_panel as SP
 
 BETA = 0.01
@@ -178,7 +179,7 @@ def test_panel_data_from_the_run(trained):
 
 
 def test_front_end_parses_and_has_no_imports(tmp_path):
-    text = SP.SCORE_ESM.read_text()
+    text = W.esm_source(SP.SCORE_ESM)
     assert not re.search(r"^\s*import\s", text, flags=re.M)
     assert "https://" not in text and "export default" in text
     for name in ("score-panel", "sp-example", "sp-status", "sp-score", "sp-verdict", "sp-token", "sp-cell", "aria-live"):
@@ -311,7 +312,7 @@ def test_live_mode_round_trip(trained, browser):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.set_content("<!doctype html><html><body><div id='el'></div></body></html>")
-        page.evaluate(_MOUNT, [SP.SCORE_ESM.read_text(), W.CSS.read_text(), widget.data])
+        page.evaluate(_MOUNT, [W.esm_source(SP.SCORE_ESM), W.CSS.read_text(), widget.data])
         panel = page.locator(".score-panel")
         assert panel.locator(".sp-status").get_attribute("data-mode") == "static"
         assert _answer_pending(page, widget) == [{"type": "ping"}]

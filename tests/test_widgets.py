@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from rmlib import widgets as W
+from rmlib.widgets.score_panel import SCORE_ESM
 
-JS_FILES = [W.RHO_ESM, W.TRAINING_ESM]
+JS_FILES = [W.RHO_ESM, W.TRAINING_ESM, SCORE_ESM]
 
 
 @pytest.mark.parametrize("path", JS_FILES, ids=lambda p: p.name)
@@ -19,11 +20,13 @@ def test_front_end_parses_and_has_no_imports(path, tmp_path):
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
+    text = W.esm_source(path)  # what the widget ships: the shared DOM helpers, then its own module
     copy = tmp_path / (path.stem + ".mjs")
-    copy.write_text(path.read_text())
+    copy.write_text(text)
     result = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    text = path.read_text()
+    for name in ("svgEl", "htmlEl", "SVG"):  # defined once, in dom.js, not again in the widget's own file
+        assert not re.search(rf"^(function|const) {name}\b", path.read_text(), flags=re.M), name
     assert not re.search(r"^\s*import\s", text, flags=re.M), "the widget must not import anything"
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text
     assert "export default" in text

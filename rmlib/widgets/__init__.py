@@ -35,6 +35,7 @@ HERE = Path(__file__).parent
 RHO_ESM = HERE / "rho_explorer.js"
 TRAINING_ESM = HERE / "training_view.js"
 CSS = HERE / "widgets.css"
+DOM_HELPERS = HERE / "dom.js"  # svgEl, htmlEl: put in front of every widget's module
 MAX_PAYLOAD_BYTES = 400_000  # per widget; a book page embeds the JSON once
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
@@ -131,10 +132,15 @@ def training_payload(meta: dict, steps: list[int], examples: list[dict], max_poi
     return _check_size({"meta": meta, "steps": [int(steps[i]) for i in keep], "examples": out})
 
 
+def esm_source(path: Path) -> str:
+    """A widget's front end as one self-contained ES module: the shared DOM helpers, then its own file."""
+    return DOM_HELPERS.read_text(encoding="utf-8") + "\n" + Path(path).read_text(encoding="utf-8")
+
+
 class RhoExplorer(anywidget.AnyWidget):
     """rho_{k,l} heatmaps and Eq. 4/5 totals (payload: :func:`rho_payload`)."""
 
-    _esm = RHO_ESM
+    _esm = esm_source(RHO_ESM)
     _css = CSS
     data = traitlets.Dict().tag(sync=True)
 
@@ -142,7 +148,7 @@ class RhoExplorer(anywidget.AnyWidget):
 class TrainingView(anywidget.AnyWidget):
     """Held-out rewards over training steps, EX-RM vs IM-RM (payload: :func:`training_payload`)."""
 
-    _esm = TRAINING_ESM
+    _esm = esm_source(TRAINING_ESM)
     _css = CSS
     data = traitlets.Dict().tag(sync=True)
 

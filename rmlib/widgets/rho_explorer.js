@@ -1,25 +1,10 @@
 // Rho explorer (Eq. 5 of Razin et al. 2025): heatmap of rho_{k,l}(v) for an evaluated response yb
-// (rows, tokens k) and a training response v (columns, tokens l). Plain DOM/SVG, no imports.
+// (rows, tokens k) and a training response v (columns, tokens l). Plain DOM/SVG, no imports (svgEl, htmlEl: dom.js, put in front by rmlib.widgets.esm_source).
 // Stable DOM for tests: .rho-explorer root, select.rho-pair, rect.rho-cell[data-k][data-l],
 // .rho-token[data-axis][data-index] (class rho-token-active while its cell is active), .rho-readout,
 // .rho-totals, select.rho-mode, svg.rho-svg (focusable), .rho-scale (the colour bar).
 // A cell becomes active by mouse hover, by a tap (touch or pen), or from the keyboard: focus the heatmap
 // (Tab) and move with the arrow keys, Home/End; the readout says the cell's tokens and values.
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svgEl(tag, attrs) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
-  return e;
-}
-
-function htmlEl(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 // diverging colour: negative blue, positive red, 0 white; v scaled to [-1, 1]
 function colour(v) {

@@ -1,26 +1,11 @@
 // Score your own pairs (notebook 03): the trained EX-RM's and IM-RM's rewards of a prompt and two responses,
 // the IM-RM's per-token log-probability changes, and the rho_{k,l} grid of Eq. 5 against a training pair.
-// Plain DOM/SVG, no imports. Static mode (no kernel, the built book): the precomputed examples of the
+// Plain DOM/SVG, no imports (svgEl, htmlEl: dom.js, put in front by rmlib.widgets.esm_source). Static mode (no kernel, the built book): the precomputed examples of the
 // payload. On render the panel sends {type: "ping"}; a kernel answers "pong" and the panel goes live:
 // editable texts, a Score button, results computed by the kernel.
 // Stable DOM for tests: .score-panel, select.sp-example, .sp-status[data-mode], textarea.sp-prompt, .sp-a,
 // .sp-b, button.sp-score, .sp-verdict, table.sp-rewards, .sp-token[data-response], .sp-error,
 // select.sp-grid, select.sp-train, rect.sp-cell.
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svgEl(tag, attrs) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
-  return e;
-}
-
-function htmlEl(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function fmt(x, digits) {
   if (x === null || x === undefined || Number.isNaN(x)) return "n/a";

@@ -39,7 +39,7 @@ import anywidget
 import torch
 import traitlets
 
-from . import HERE, CSS, _check_size, _short, quantize, significant, token_strings
+from . import HERE, CSS, _check_size, _short, esm_source, quantize, significant, token_strings
 from ..analysis import dynamics
 from ..formatting import SequenceTooLong
 from ..tasks.persona import token_logprob_changes
@@ -259,7 +259,7 @@ class ScorePanel(anywidget.AnyWidget):
     ``{"type": "result", "id", "result"}`` or ``{"type": "error", "id", "message"}``. Without a kernel (the
     static book) nobody answers and the panel shows the precomputed examples."""
 
-    _esm = SCORE_ESM
+    _esm = esm_source(SCORE_ESM)
     _css = CSS
     data = traitlets.Dict().tag(sync=True)
 

@@ -1,22 +1,8 @@
 // Training-step view: rewards of held-out responses over training steps, EX-RM vs IM-RM (precomputed).
-// Plain DOM/SVG, no imports. Stable DOM: .training-view root, select.tv-example, svg.tv-panel[data-rm],
+// Plain DOM/SVG, no imports (svgEl, htmlEl: dom.js, put in front by rmlib.widgets.esm_source). Stable DOM: .training-view root, select.tv-example, svg.tv-panel[data-rm],
 // polyline.tv-line[data-rm][data-response], input.tv-step (range), .tv-readout.
 
-const SVG = "http://www.w3.org/2000/svg";
 const COLOURS = ["#1b7837", "#762a83", "#5aae61", "#c2a5cf", "#e08214", "#2166ac"];
-
-function svgEl(tag, attrs) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
-  return e;
-}
-
-function htmlEl(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function render({ model, el }) {
   const root = htmlEl("div", "training-view");
