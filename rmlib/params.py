@@ -237,10 +237,16 @@ class NotebookConfig:
     @classmethod
     def from_namespace(cls, namespace: dict) -> "NotebookConfig":
         """The parameters found in a notebook's globals (its parameters cell and papermill's injected one):
-        every public global that is not a module, function, class or callable."""
+        every public global that is not a module, function, class or callable, so that a misspelled
+        injected key is caught as unknown. When the cell runs again after the notebook has run (a config
+        of this class is among the globals), the notebook's own variables are there too: then only the
+        fields are read."""
         values = {k: v for k, v in namespace.items()
                   if not k.startswith("_") and k not in {"In", "Out", "get_ipython", "exit", "quit"}
                   and not isinstance(v, (types.ModuleType, types.FunctionType, type)) and not callable(v)}
+        if any(isinstance(v, cls) for v in values.values()):
+            names = {f.name for f in fields(cls)}
+            values = {k: v for k, v in values.items() if k in names}
         return cls.from_dict(values)
 
     @classmethod
