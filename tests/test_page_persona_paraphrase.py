@@ -258,3 +258,17 @@ def test_token_view_of_an_untrained_im_rm_is_zero_and_matches_its_reference(fres
     assert np.abs(frame["change"]).max() < 1e-4  # same weights: pi_theta = pi_ref
     summed = frame.groupby("response", sort=False)["logp_initial"].sum().to_numpy()
     assert np.allclose(summed, record["cached_ref_logps"], atol=1e-4)
+
+
+def test_train_all_stores_the_token_view_with_the_im_run_and_reuses_runs(tmp_path, capsys):
+    cfg = page.Config.from_profile("smoke", results_dir=str(tmp_path), rm_types=["ex", "im"], n_train=8, n_test=4,
+                                   n_eval_train_prompts=2, panel=False)
+    settings = {0: persona.make_setting(PROMPTS, cfg.n_train, cfg.n_test, seed=0, n_eval_train_prompts=2)}
+    outcomes = page.train_all(cfg, settings)
+    assert [o.record["spec"]["rm_type"] for o in outcomes] == ["ex", "im"]
+    stored = persona_tokens.token_record(outcomes)
+    assert stored["prompt"] == settings[0].train_rows[0]["prompt"] and len(stored["responses"]) == 4
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny-random")]
+    assert len(lines) == 2 and "trained in" in lines[1] and "test/paraphrased" in lines[1]
+    again = page.train_all(cfg, settings)
+    assert all(o.reused for o in again) and persona_tokens.token_record(again) == stored
