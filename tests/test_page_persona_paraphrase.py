@@ -1,4 +1,4 @@
-"""The page of notebook 03 (rmlib.book.persona_paraphrase, rmlib.book.persona_tokens): its Config and the
+"""The page of notebook 03 (rmlib.book.persona_paraphrase, persona_figure4, persona_tokens): its Config and the
 tables, sentences and figures built from synthetic run records whose accuracies are known by hand."""
 
 from dataclasses import fields
@@ -12,7 +12,7 @@ import yaml
 
 from rmlib.analysis import claims
 from rmlib.book import persona_paraphrase as page
-from rmlib.book import persona_tokens
+from rmlib.book import persona_figure4 as figure4, persona_tokens
 from rmlib.metrics import accuracy
 from rmlib.params import ParameterError
 from rmlib.tasks import persona
@@ -96,7 +96,7 @@ def runs():
     settings = {s: persona.make_setting(PROMPTS, 6, 4, seed=s, n_eval_train_prompts=2) for s in (0, 1)}
     outcomes = [fake_outcome(settings[s], s, t) for s in (0, 1) for t in ("ex", "im")]
     cfg = page.Config.from_profile("smoke", rm_types=["ex", "im"], seeds=[0, 1])
-    stats = page.figure4_stats(page.accuracy_runs(outcomes))
+    stats = figure4.accuracy_stats(figure4.accuracy_runs(outcomes))
     return cfg, settings, outcomes, stats
 
 
@@ -106,7 +106,7 @@ def test_figure4_stats_and_table_by_hand(runs):
     assert stats.loc[("EX-RM", "test", "paraphrased"), "mean"] == 0.5
     assert stats.loc[("IM-RM", "train", "paraphrased"), "mean"] == 0.0
     assert (stats["n"] == 2).all() and (stats["std"] == 0).all()
-    caption, shown = page.figure4_table(cfg, stats)
+    caption, shown = figure4.accuracy_table(cfg, stats)
     assert caption.data.startswith("Accuracy, mean ± std over 2 runs per cell (1 model x 2 seeds)")
     assert shown.data.iloc[0].tolist() == ["EX-RM", "1.000 ± 0.000", "0.500 ± 0.000", "1.000 ± 0.000", "0.500 ± 0.000"]
     assert shown.data.columns.tolist()[1:] == ["train original", "train paraphrased", "test original", "test paraphrased"]
@@ -114,7 +114,7 @@ def test_figure4_stats_and_table_by_hand(runs):
 
 def test_combination_table_per_paraphrase_pair(runs):
     cfg, settings, outcomes, _ = runs
-    caption, shown = page.combination_table(cfg, outcomes, settings)
+    caption, shown = figure4.combination_table(cfg, outcomes, settings)
     rows = shown.data.set_index(["chosen", "rejected"])
     first, second = persona.PARAPHRASED_CHOSEN
     assert rows.loc[(first, persona.PARAPHRASED_REJECTED[0]), "RM EX-RM"] == "1"
@@ -128,7 +128,7 @@ def test_fit_table_reads_each_runs_own_training_pairs(runs):
     fit = page.fit_table(outcomes, settings)
     assert fit["rm_type"].tolist() == ["EX-RM", "IM-RM", "EX-RM", "IM-RM"]
     assert (fit["train pairs acc (after)"] == 1.0).all() and (fit["last-epoch loss"] == 0.3).all()
-    note = page.comparison_note(cfg, fit, claims.figure4_claims([o.record for o in outcomes], settings, n_boot=200))
+    note = figure4.comparison_note(cfg, fit, claims.figure4_claims([o.record for o in outcomes], settings, n_boot=200))
     assert note.data.startswith("**Comparison with Figure 4** (smoke profile; models: tiny-random; 1 epoch, lr 0.0001")
     assert "Every reward model fit its training pairs" in note.data
     assert note.data.count("\n* ") == 1 + 4  # the fit and the four claims without EX-GRM
@@ -136,33 +136,33 @@ def test_fit_table_reads_each_runs_own_training_pairs(runs):
 
 def test_per_model_table_only_with_several_models(runs):
     _, settings, outcomes, _ = runs
-    assert page.per_model_table(page.accuracy_runs(outcomes)) is None
+    assert figure4.per_model_table(figure4.accuracy_runs(outcomes)) is None
     more = outcomes + [fake_outcome(settings[0], 0, "ex", model="other")]
-    assert len(page.per_model_table(page.accuracy_runs(more)).data) == 3
+    assert len(figure4.per_model_table(figure4.accuracy_runs(more)).data) == 3
 
 
 def test_figure4_plot_draws_one_bar_per_rm_and_set(runs):
     cfg, _, _, stats = runs
-    fig = page.figure4_plot(cfg, stats)
+    fig = figure4.bar_plot(cfg, stats)
     bars = [p for p in fig.axes[0].patches]
     assert len(bars) == 2 * 4 and [b.get_height() for b in bars[:4]] == [1.0, 0.5, 1.0, 0.5]
 
 
 def test_separator_note_branches(runs):
     cfg, _, _, stats = runs  # the EX-RM's test/paraphrased accuracy is 0.5
-    sep = lambda fracs: pd.DataFrame({"eval_set": "test/paraphrased", page.SEPARATOR_COLUMN: fracs})
-    assert "consistent with the separator's prediction" in page.separator_note(cfg, sep([0.5, 0.54]), stats).data
-    below = page.separator_note(cfg, sep([1.0, 1.0]), stats).data
+    sep = lambda fracs: pd.DataFrame({"eval_set": "test/paraphrased", figure4.SEPARATOR_COLUMN: fracs})
+    assert "consistent with the separator's prediction" in figure4.separator_note(cfg, sep([0.5, 0.54]), stats).data
+    below = figure4.separator_note(cfg, sep([1.0, 1.0]), stats).data
     assert "**1.000**" in below and "mean over 2 model/seed combinations" in below and "below the separator" in below
-    assert "well above the separator's fraction" in page.separator_note(cfg, sep([0.2]), stats).data
-    assert "not linearly separable" in page.separator_note(cfg, pd.DataFrame(), stats).data
+    assert "well above the separator's fraction" in figure4.separator_note(cfg, sep([0.2]), stats).data
+    assert "not linearly separable" in figure4.separator_note(cfg, pd.DataFrame(), stats).data
     no_ex = page.Config.from_profile("smoke", rm_types=["im"], panel=False)
-    assert page.separator_note(no_ex, sep([0.2]), stats).data.endswith("about 0.97 for base models. ")
+    assert figure4.separator_note(no_ex, sep([0.2]), stats).data.endswith("about 0.97 for base models. ")
 
 
 def test_summary_rows_and_written_summary(runs, tmp_path):
     cfg, settings, outcomes, stats = runs
-    sep = pd.DataFrame({"eval_set": ["train/paraphrased", "test/paraphrased"], page.SEPARATOR_COLUMN: [0.1, 0.75]})
+    sep = pd.DataFrame({"eval_set": ["train/paraphrased", "test/paraphrased"], figure4.SEPARATOR_COLUMN: [0.1, 0.75]})
     rows = page.summary_rows(cfg, stats, sep, 12.345)
     assert len(rows) == 2 * 4 + 2
     assert rows[3] == {"quantity": "EX-RM accuracy, test prompts, paraphrased responses", "value": 0.5,
@@ -190,9 +190,9 @@ def test_data_note_progress_line_and_training_pairs(runs):
 def test_separator_table_with_the_tiny_model():
     cfg = page.Config.from_profile("smoke", seeds=[0])
     settings = {0: persona.make_setting(PROMPTS, 6, 4, seed=0, n_eval_train_prompts=2)}
-    sep = page.separator_table(cfg, settings)
+    sep = figure4.separator_table(cfg, settings)
     assert sep["eval_set"].tolist() == ["train/paraphrased", "test/paraphrased"]
-    assert sep[page.SEPARATOR_COLUMN].between(0, 1).all()
+    assert sep[figure4.SEPARATOR_COLUMN].between(0, 1).all()
     assert sep["min training margin"].iloc[0] == pytest.approx(1.0, abs=1e-4)  # Eq. 6's binding constraints
 
 
