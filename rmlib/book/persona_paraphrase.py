@@ -1,7 +1,7 @@
 """The page of notebook 03 (Section 5.1, Figure 4, footnote 3): a controlled token-level shift.
 
-Its parameters (:class:`Config`), the training loop over models x seeds x reward-model types with its
-progress lines, and the page's tables, sentences and figures. What it computes comes from
+Its parameters (:class:`Config`), the data note, the training loop over models x seeds x reward-model types
+with its progress lines, the training-fit table, the score panel and the summary. What it computes comes from
 :mod:`rmlib.tasks.persona` (the data), :mod:`rmlib.analysis.maxmargin` (footnote 3's separator u* of Eq. 6),
 :mod:`rmlib.analysis.token_logprobs` (the IM-RM's per-token changes, Eq. 2) and :mod:`rmlib.analysis.claims`
 (Figure 4's claims). The page's Figure 4 and footnote 3 are in :mod:`rmlib.book.persona_figure4`, its per-token
