@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rmlib.tasks import persona
-from rmlib.analysis import claims
+from rmlib.analysis import claims, maxmargin
+from rmlib.analysis.token_logprobs import token_logprob_changes
 from rmlib.metrics import accuracy
 from rmlib.rewards import build_reward_model, score
 
@@ -102,7 +103,7 @@ def test_accuracy_over_combinations_counts_each_combination_and_ties_half():
     assert accuracy(rc, rr) == pytest.approx(3.5 / 4)
     flagged = persona.combination_rows(["x"], ["c1", "c2"], ["r1", "r2"],
                                        assigned=[{"prompt": "x", "chosen": "c2", "rejected": "r1"}])
-    assert persona.assigned_accuracy(flagged, rc, rr) == 0.5  # only (c2, r1), a tie
+    assert claims.assigned_accuracy(flagged, rc, rr) == 0.5  # only (c2, r1), a tie
 
 
 def test_repeated_sequences_are_scored_once_with_the_same_reward(tiny):
@@ -119,11 +120,11 @@ def test_separator_fraction_matches_a_direct_check(tiny):
     rm = build_reward_model("ex", lm, tok, seed=0)
     prompts = persona.select_prompts(fake_rows(40))
     s = persona.make_setting(prompts, 12, 6, seed=0)
-    train_d = persona.hidden_differences(rm, s.train_rows)
+    train_d = maxmargin.hidden_differences(rm, s.train_rows)
     assert train_d.shape == (12, lm.config.hidden_size)
     test_rows = s.eval_sets["test/paraphrased"].rows
-    test_d = persona.hidden_differences(rm, test_rows)
-    out = persona.separator_fraction(train_d, {"test/paraphrased": test_d})
+    test_d = maxmargin.hidden_differences(rm, test_rows)
+    out = maxmargin.separator_fraction(train_d, {"test/paraphrased": test_d})
     assert out["train_min_margin"] == pytest.approx(1.0, abs=1e-4)  # Eq. 6: the binding constraints are at 1
     from rmlib.analysis.maxmargin import max_margin_separator
 
@@ -139,13 +140,13 @@ def test_separator_fraction_matches_a_direct_check(tiny):
 def test_token_changes_are_zero_for_the_same_model_and_sum_to_the_log_ratio(tiny, fresh_tiny):
     lm, tok = tiny
     rm = build_reward_model("im", lm, tok, beta=0.1)
-    rows = persona.token_logprob_changes(lm, lm, rm, "Is this kind?", "A truthful reply is yes")
+    rows = token_logprob_changes(lm, lm, rm, "Is this kind?", "A truthful reply is yes")
     assert [r["token"] for r in rows][:1] and all(r["change"] == 0 for r in rows)
     assert "".join(r["token"] for r in rows).startswith("A truthful reply is yes")
     other, _ = fresh_tiny
     with torch.no_grad():
         other.model.embed_tokens.weight.mul_(1.5)
-    rows = persona.token_logprob_changes(other, lm, rm, "Is this kind?", "A truthful reply is yes")
+    rows = token_logprob_changes(other, lm, rm, "Is this kind?", "A truthful reply is yes")
     from rmlib.rewards import sequence_logprobs
 
     batch = rm.collate([rm.encode("Is this kind?", "A truthful reply is yes")])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from ..metrics import correctness
+from ..metrics import accuracy, correctness
 from .stats import Comparison, compare
 
 
@@ -124,6 +124,15 @@ def figure4_claims(records: list[dict], settings: dict, n_boot: int = 10_000) ->
         out.append((claim, paper, compare(x, y, direction, label_a=LABELS[a],
                                           label_b=LABELS.get(b, "chance (0.5)"), unit="prompt", n_boot=n_boot)))
     return out
+
+
+def assigned_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> float:
+    """Accuracy (Definition 1) over the rows flagged ``assigned`` (the training pairs themselves, among
+    the ``train/original`` combinations), from stored rewards: how well a reward model fit its training data."""
+    keep = [i for i, row in enumerate(rows) if row.get("assigned")]
+    if not keep:
+        raise ValueError("no row is flagged 'assigned'")
+    return accuracy(np.asarray(reward_chosen)[keep], np.asarray(reward_rejected)[keep])
 
 
 def fit_sentence(lowest_fit: dict, threshold: float = 0.97) -> str:

@@ -4,6 +4,9 @@
 
 Theorem 2: with fixed hidden representations, gradient descent on an EX-RM's head converges in direction
 to u*, so the EX-RM eventually ranks correctly every evaluation pair that u* ranks correctly.
+
+Footnote 3 (Section 5.1) applies it to the initial model: :func:`hidden_differences` gives h+ - h- of an
+EX-RM's features, :func:`separator_fraction` the share of evaluation pairs that u* ranks correctly.
 """
 
 from __future__ import annotations
@@ -56,3 +59,34 @@ def _solve(problem) -> None:
 def separator_accuracy(u: np.ndarray, differences: np.ndarray) -> float:
     """Share of pairs with <u, h+ - h-> > 0 (the lower bound of Theorem 2 on EX-RM accuracy)."""
     return float(np.mean(np.asarray(differences, dtype=np.float64) @ u > 0))
+
+
+def hidden_differences(rm, rows: list[dict], batch_size: int = 16) -> np.ndarray:
+    """h_{x,y+} - h_{x,y-} [n, D] (fp64) for every row, with ``rm.features`` (an EX-RM: the hidden state
+    of the last token, Eq. 1). Each distinct sequence is computed once."""
+    import torch
+
+    sequences = [rm.encode(r["prompt"], r[key]) for key in ("chosen", "rejected") for r in rows]
+    unique = sorted(set(sequences), key=len)
+    feats = {}
+    was_training = rm.training
+    rm.eval()
+    with torch.no_grad():
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start:start + batch_size]
+            out = rm.features(rm.collate(chunk).to(rm.device)).double().cpu().numpy()
+            feats.update(zip(chunk, out))
+    rm.train(was_training)
+    h = np.stack([feats[s] for s in sequences])
+    n = len(rows)
+    return h[:n] - h[n:]
+
+
+def separator_fraction(train_differences: np.ndarray, eval_differences: dict[str, np.ndarray]) -> dict:
+    """Footnote 3: u* of Eq. 6 over the training differences, and per evaluation set the fraction of pairs
+    with <u*, h+ - h-> > 0. Also the training margin check (every training pair has <u*, d> >= 1).
+    Raises :class:`NotSeparable` when u* does not exist."""
+    u = max_margin_separator(train_differences)
+    margins = train_differences @ u
+    return {"u_norm": float(np.linalg.norm(u)), "train_min_margin": float(margins.min()),
+            "fractions": {name: separator_accuracy(u, d) for name, d in eval_differences.items()}}

@@ -12,9 +12,10 @@ responses, and their paraphrases.
   them. The paraphrases share no token-level content with the originals' key words ("yes"/"sure" vs
   "certainly"/"absolutely"), so Theorem 2 predicts IM-RMs to fail on them and EX-RMs to succeed when the
   hidden representations separate agreement from disagreement.
-* Footnote 3: :func:`separator_fraction` -- with the initial model's hidden representations h_{x,y},
-  the max-margin separator u* of Eq. 6 over the training pairs' differences h+ - h-, and the fraction of
-  evaluation pairs with <u*, h+ - h-> > 0 (Theorem 2's lower bound on the EX-RM's eventual accuracy).
+
+Data construction only. What is computed from these sets lives in :mod:`rmlib.analysis`: the footnote-3
+separator (:func:`rmlib.analysis.maxmargin.separator_fraction`), the per-token log-probability changes of
+an IM-RM (:mod:`rmlib.analysis.token_logprobs`) and Figure 4's claims (:mod:`rmlib.analysis.claims`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-import torch
 
 from ..data import load_persona
 from ..experiment import EvalSet
@@ -119,73 +116,6 @@ def make_setting(prompts: list[str], n_train: int = 80, n_test: int = 40, seed: 
 def load_setting(trait: str = "agreeableness", data_dir: str | Path | None = None, **kwargs) -> PersonaSetting:
     """:func:`make_setting` over the " Yes" prompts of ``persona/<trait>.jsonl``."""
     return make_setting(select_prompts(load_persona(trait, data_dir)), **kwargs)
-
-
-def assigned_accuracy(rows: list[dict], reward_chosen, reward_rejected) -> float:
-    """Accuracy over the rows flagged ``assigned`` (the training pairs themselves), from stored rewards."""
-    from ..metrics import accuracy
-
-    keep = [i for i, row in enumerate(rows) if row.get("assigned")]
-    if not keep:
-        raise ValueError("no row is flagged 'assigned'")
-    return accuracy(np.asarray(reward_chosen)[keep], np.asarray(reward_rejected)[keep])
-
-
-# ----------------------------------------------------------------------------- footnote 3
-
-@torch.no_grad()
-def hidden_differences(rm, rows: list[dict], batch_size: int = 16) -> np.ndarray:
-    """h_{x,y+} - h_{x,y-} [n, D] (fp64) for every row, with ``rm.features`` (an EX-RM: the hidden state
-    of the last token, Eq. 1). Each distinct sequence is computed once."""
-    sequences = [rm.encode(r["prompt"], r[key]) for key in ("chosen", "rejected") for r in rows]
-    unique = sorted(set(sequences), key=len)
-    feats = {}
-    was_training = rm.training
-    rm.eval()
-    for start in range(0, len(unique), batch_size):
-        chunk = unique[start:start + batch_size]
-        out = rm.features(rm.collate(chunk).to(rm.device)).double().cpu().numpy()
-        feats.update(zip(chunk, out))
-    rm.train(was_training)
-    h = np.stack([feats[s] for s in sequences])
-    n = len(rows)
-    return h[:n] - h[n:]
-
-
-def separator_fraction(train_differences: np.ndarray, eval_differences: dict[str, np.ndarray]) -> dict:
-    """Footnote 3: u* of Eq. 6 over the training differences, and per evaluation set the fraction of pairs
-    with <u*, h+ - h-> > 0. Also the training margin check (every training pair has <u*, d> >= 1)."""
-    from ..analysis.maxmargin import max_margin_separator, separator_accuracy
-
-    u = max_margin_separator(train_differences)
-    margins = train_differences @ u
-    return {"u_norm": float(np.linalg.norm(u)), "train_min_margin": float(margins.min()),
-            "fractions": {name: separator_accuracy(u, d) for name, d in eval_differences.items()}}
-
-
-# ----------------------------------------------------------------------------- per-token view
-
-@torch.no_grad()
-def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str) -> list[dict]:
-    """Per response token y_k: ln pi_theta(y_k|x,y_<k), ln pi_ref(y_k|x,y_<k) and their difference.
-
-    ``rm`` provides the encoding (the IM-RM's chat format). beta times the summed difference is the
-    IM-RM reward (Eq. 2)."""
-    from ..rewards import response_token_logprobs
-
-    encoded = rm.encode(prompt, response)
-    batch = rm.collate([encoded])
-    logps = {}
-    for name, lm in (("trained", trained_lm), ("initial", initial_lm)):
-        was_training = lm.training
-        lm.eval()
-        device = next(lm.parameters()).device
-        values, _ = response_token_logprobs(lm, batch.to(device))
-        logps[name] = values.float().cpu().tolist()
-        lm.train(was_training)
-    tokens = [rm.tokenizer.decode([t]) for t in encoded.response_ids]
-    return [{"position": k, "token": tok, "logp_trained": a, "logp_initial": b, "change": a - b}
-            for k, (tok, a, b) in enumerate(zip(tokens, logps["trained"], logps["initial"]))]
 
 
 def prepare_model(lm, tokenizer) -> None:

@@ -8,7 +8,8 @@ IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally 
   IM-RM's ``beta (ln pi_theta(y|x) - ln pi_ref(y|x))`` (Eq. 2), the EX-GRM's ``pi_theta(Yes | I[x, y])`` (Eq. 7);
   which response each prefers (the larger reward; equal rewards are a tie) and whether EX-RM and IM-RM agree;
 * the IM-RM's per-token changes ``ln pi_theta(y_k|x, y_<k) - ln pi_ref(y_k|x, y_<k)`` of both responses, token
-  strings included (:func:`rmlib.tasks.persona.token_logprob_changes`); ``beta`` times their sum is the IM-RM reward;
+  strings included (:func:`rmlib.analysis.token_logprobs.token_logprob_changes`); ``beta`` times their sum is
+  the IM-RM reward;
 * with a training pair, the coefficients ``rho_{k,l}(v)`` of Eq. 5 between each evaluated response (tokens k)
   and the training responses v = y+ and v = y- (tokens l), from the hidden states at the
   trained IM-RM's parameters (:func:`rmlib.analysis.dynamics.rho_terms`): how one more gradient step on the training
@@ -42,7 +43,7 @@ import traitlets
 from . import HERE, CSS, _check_size, _short, esm_source, quantize, significant, token_strings
 from ..analysis import dynamics
 from ..formatting import SequenceTooLong
-from ..tasks.persona import token_logprob_changes
+from ..analysis.token_logprobs import token_logprob_changes
 from ..rewards import score
 
 SCORE_ESM = HERE / "score_panel.js"
