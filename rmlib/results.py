@@ -31,7 +31,8 @@ TIDY_COLUMNS = ["setting", "model", "rm_type", "variant", "seed", "lr", "epochs"
 # ADDED HERE, or editing it would not invalidate results made by its old code.
 NUMERICAL_MODULES = ("models", "formatting", "batching", "rewards", "losses", "metrics", "training", "checkpoint",
                      "experiment", "data", "distributed", "generation", "tasks/hamiltonian",
-                     "tasks/persona", "tasks/realworld", "precision")
+                     "tasks/persona", "tasks/realworld", "precision",
+                     "analysis/token_logprobs")  # the token view stored with an IM-RM run
 CURRENT = "current"  # iter_runs' default: the runs of this code_version()
 
 
