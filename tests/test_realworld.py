@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rmlib.analysis import overlap as ov, paper_tables, rm_comparisons
+from rmlib.book import real_world_shifts_views as show
 from rmlib.tasks import realworld as rw
 from rmlib.models import load_tokenizer
 
@@ -198,7 +200,7 @@ def _results():
 
 
 def test_aggregate_is_mean_and_std_over_seeds_of_per_seed_means():
-    agg = rw.aggregate(_results(), by=("category",)).set_index("rm")
+    agg = paper_tables.aggregate(_results(), by=("category",)).set_index("rm")
     # per seed, ex: mean over m1/m2 x french/spanish = 0.8 + 0.01 s + 0.05 + 0.01
     per_seed = np.array([0.86, 0.87, 0.88])
     assert agg.loc["ex", "accuracy_mean"] == pytest.approx(per_seed.mean())
@@ -209,7 +211,7 @@ def test_aggregate_is_mean_and_std_over_seeds_of_per_seed_means():
 
 
 def test_aggregate_per_data_set_averages_over_models_only():
-    agg = rw.aggregate(_results(), by=("category", "eval_set")).set_index(["eval_set", "rm"])
+    agg = paper_tables.aggregate(_results(), by=("category", "eval_set")).set_index(["eval_set", "rm"])
     assert agg.loc[("ultrafeedback_spanish", "ex"), "accuracy_mean"] == pytest.approx(0.8 + 0.01 + 0.05 + 0.02)
     assert agg.loc[("ultrafeedback_spanish", "ex"), "n_cells"] == 2
     # the std over seeds is not the std over models: models differ by 0.1, seeds by 0.01
@@ -217,7 +219,7 @@ def test_aggregate_per_data_set_averages_over_models_only():
 
 
 def test_paper_style_table_formats_mean_pm_std():
-    table = rw.paper_style_table(rw.aggregate(_results()))
+    table = paper_tables.paper_style_table(paper_tables.aggregate(_results()))
     assert list(table.columns) == [("accuracy", "EX-RM"), ("accuracy", "IM-RM"), ("margin", "EX-RM"),
                                    ("margin", "IM-RM")]
     assert table.loc[rw.TOKEN_LEVEL, ("accuracy", "EX-RM")] == "0.870 ± 0.008"
@@ -225,7 +227,7 @@ def test_paper_style_table_formats_mean_pm_std():
 
 def test_aggregate_rejects_missing_columns():
     with pytest.raises(ValueError, match="lacks column"):
-        rw.aggregate(_results().drop(columns="seed"))
+        paper_tables.aggregate(_results().drop(columns="seed"))
 
 
 def test_rm_label_marks_non_default_variants():
@@ -247,17 +249,17 @@ def test_win_rates_use_matched_pairs_and_the_one_percent_tie_rule():
     rows += [{"model": "m1", "seed": 0, "eval_set": "rewardbench_code", "category": rw.DOMAIN, "rm": r,
               "accuracy": a} for r, a in (("ex", 0.5), ("im", 0.7))]
     frame = pd.DataFrame(rows)
-    per_set = rw.win_rates(frame).set_index("eval_set")
+    per_set = paper_tables.win_rates(frame).set_index("eval_set")
     assert per_set.loc["ultrafeedback", ["ex_wins", "tie", "im_wins"]].tolist() == [25.0, 50.0, 25.0]
     assert per_set.loc["ultrafeedback", "n"] == 4
     assert per_set.loc["rewardbench_code", "im_wins"] == 100.0
     assert list(per_set.index) == ["ultrafeedback", "rewardbench_code"]  # the paper's order
-    per_cat = rw.win_rates(frame, group="category").set_index("category")
+    per_cat = paper_tables.win_rates(frame, group="category").set_index("category")
     assert per_cat.loc[rw.DOMAIN, "im_wins"] == 100.0
 
 
 def test_training_fit_counts_each_run_once():
-    fit = rw.training_fit(_results()).set_index("rm")
+    fit = paper_tables.training_fit(_results()).set_index("rm")
     assert fit.loc["ex", "runs"] == 6 and fit.loc["ex", "train_accuracy"] == pytest.approx(0.95)
 
 
@@ -265,23 +267,23 @@ def test_training_fit_counts_each_run_once():
 
 
 def test_ngrams_and_containment_on_hand_made_cases():
-    assert rw.ngrams([1, 2, 3, 2, 3], 2) == {(1, 2), (2, 3), (3, 2)}
-    assert rw.ngrams([1], 2) == set()
-    reference = rw.training_ngrams([[1, 2, 3], [7, 8]], 2)  # {(1,2), (2,3), (7,8)}
+    assert ov.ngrams([1, 2, 3, 2, 3], 2) == {(1, 2), (2, 3), (3, 2)}
+    assert ov.ngrams([1], 2) == set()
+    reference = ov.training_ngrams([[1, 2, 3], [7, 8]], 2)  # {(1,2), (2,3), (7,8)}
     assert reference == {(1, 2), (2, 3), (7, 8)}
-    assert rw.containment([1, 2, 3], reference, 2) == 1.0
-    assert rw.containment([1, 2, 9, 9], reference, 2) == pytest.approx(1 / 3)  # (1,2) of {(1,2),(2,9),(9,9)}
-    assert rw.containment([3, 2, 1], reference, 2) == 0.0  # same unigrams, no shared bigram
-    assert rw.containment([3, 2, 1], rw.training_ngrams([[1, 2, 3]], 1), 1) == 1.0
-    assert math.isnan(rw.containment([5], reference, 2))
+    assert ov.containment([1, 2, 3], reference, 2) == 1.0
+    assert ov.containment([1, 2, 9, 9], reference, 2) == pytest.approx(1 / 3)  # (1,2) of {(1,2),(2,9),(9,9)}
+    assert ov.containment([3, 2, 1], reference, 2) == 0.0  # same unigrams, no shared bigram
+    assert ov.containment([3, 2, 1], ov.training_ngrams([[1, 2, 3]], 1), 1) == 1.0
+    assert math.isnan(ov.containment([5], reference, 2))
     with pytest.raises(ValueError, match="n must be"):
-        rw.ngrams([1, 2], 0)
+        ov.ngrams([1, 2], 0)
 
 
 def test_pair_overlap_is_the_mean_of_both_containments():
     reference = {(1, 2), (2, 3)}
-    assert rw.pair_overlap([1, 2, 3], [4, 5], reference, 2) == pytest.approx(0.5)
-    assert math.isnan(rw.pair_overlap([1, 2, 3], [4], reference, 2))
+    assert ov.pair_overlap([1, 2, 3], [4, 5], reference, 2) == pytest.approx(0.5)
+    assert math.isnan(ov.pair_overlap([1, 2, 3], [4], reference, 2))
 
 
 def test_overlap_table_uses_response_tokens_only():
@@ -289,7 +291,7 @@ def test_overlap_table_uses_response_tokens_only():
     train = [{"prompt": "unrelated words here", "chosen": "the cat sat on the mat", "rejected": "dogs bark"}]
     evals = {"ultrafeedback": [{"prompt": "x", "chosen": "the cat sat on the mat", "rejected": "dogs bark"},
                                {"prompt": "x", "chosen": "unrelated words here", "rejected": "zebra quantum"}]}
-    table = rw.overlap_table(tok, train, evals, n=2)
+    table = ov.overlap_table(tok, train, evals, n=2)
     assert table["overlap"].tolist()[0] == 1.0
     assert table["overlap"].tolist()[1] < 0.5  # the prompt's words do not count as training text
 
@@ -299,13 +301,13 @@ def test_accuracy_by_overlap_buckets_pairs_by_quantiles():
         "eval_set": ["a"] * 8, "index": list(range(4)) * 2, "rm": ["ex"] * 4 + ["im"] * 4,
         "overlap": [0.1, 0.2, 0.8, 0.9] * 2,
         "correct": [1, 1, 1, 1, 0, 0, 1, 1.0]})
-    out = rw.accuracy_by_overlap(examples, n_buckets=2).set_index(["bucket", "rm"])
+    out = ov.accuracy_by_overlap(examples, n_buckets=2).set_index(["bucket", "rm"])
     assert out.loc[(0, "ex"), "accuracy"] == 1.0 and out.loc[(0, "im"), "accuracy"] == 0.0
     assert out.loc[(1, "im"), "accuracy"] == 1.0 and out.loc[(1, "im"), "n"] == 2
     assert out.loc[(1, "im"), "overlap_min"] == 0.8
     # all overlaps equal: one bucket; NaN overlaps are left out
     same = examples.assign(overlap=[0.5] * 7 + [float("nan")])
-    single = rw.accuracy_by_overlap(same, n_buckets=4)
+    single = ov.accuracy_by_overlap(same, n_buckets=4)
     assert set(single["bucket"]) == {0} and single["n"].sum() == 7
 
 
@@ -335,23 +337,23 @@ def test_tiny_end_to_end_run_merges_into_tables(data_dir, tmp_path):
             assert not out.reused
     frame = rw.add_rm_column(results_table(tmp_path / "results", setting))
     assert len(frame) == 2 * 2 * 2
-    table = rw.paper_style_table(rw.aggregate(frame))
+    table = paper_tables.paper_style_table(paper_tables.aggregate(frame))
     assert list(table.index) == [rw.IN_DISTRIBUTION, rw.DOMAIN]
-    wins = rw.win_rates(frame)
+    wins = paper_tables.win_rates(frame)
     assert np.allclose(wins[["ex_wins", "tie", "im_wins"]].sum(axis=1), 100.0)
     assert (wins["n"] == 2).all()
     # the notebook's statistics path on the stored records
     from rmlib.results import iter_runs
 
     examples = rw.examples_table(list(iter_runs(tmp_path / "results", setting)))
-    comparisons = rw.compare_rms(examples, "chat", n_boot=200)
+    comparisons = rm_comparisons.compare_rms(examples, "chat", n_boot=200)
     assert list(comparisons) == [rw.IN_DISTRIBUTION, rw.DOMAIN]
     assert all(c.interval.n_seeds == 2 and c.interval.n_pairs == 3 for c in comparisons.values())
-    assert len(rw.claim_rows(comparisons, "chat")) == 2
-    overlap = rw.overlap_table(tok, loaded.train_rows, loaded.eval_rows).assign(setting="chat", model="tiny-random")
+    assert len(rm_comparisons.claim_rows(comparisons, "chat")) == 2
+    overlap = ov.overlap_table(tok, loaded.train_rows, loaded.eval_rows).assign(setting="chat", model="tiny-random")
     with_overlap = examples.merge(overlap, on=["setting", "model", "eval_set", "index"], validate="many_to_one")
-    interval, info = rw.overlap_trend(with_overlap, n_buckets=2, n_boot=200)
-    assert rw.overlap_trend_sentence(interval, info).endswith(".")
+    interval, info = ov.overlap_trend(with_overlap, n_buckets=2, n_boot=200)
+    assert show.overlap_trend_sentence(interval, info).endswith(".")
 
 
 def test_select_protocol_matches_values_and_none():
@@ -394,15 +396,15 @@ def test_no_ref_rewards_follow_the_official_code_or_the_papers_text(tiny):
 
 
 def test_paper_direction_follows_table_1_with_a_two_point_tie_rule():
-    chat = {c: rw.paper_direction("chat", category=c) for c in rw.CATEGORIES}
-    math_ = {c: rw.paper_direction("math", category=c) for c in rw.CATEGORIES}
+    chat = {c: paper_tables.paper_direction("chat", category=c) for c in rw.CATEGORIES}
+    math_ = {c: paper_tables.paper_direction("math", category=c) for c in rw.CATEGORIES}
     assert chat == {rw.IN_DISTRIBUTION: 1, rw.TOKEN_LEVEL: 1, rw.DOMAIN: -1}
     assert math_ == {rw.IN_DISTRIBUTION: 0, rw.TOKEN_LEVEL: 1, rw.DOMAIN: 0}
-    assert rw.paper_direction("chat", eval_set="rewardmath") == 0          # 0.594 vs 0.593
-    assert rw.paper_direction("chat", eval_set="ultrafeedback_french") == 1  # 0.645 vs 0.616
-    assert rw.paper_direction("math", "grm", "im", category=rw.DOMAIN) == 1  # 0.563 vs 0.517
+    assert paper_tables.paper_direction("chat", eval_set="rewardmath") == 0          # 0.594 vs 0.593
+    assert paper_tables.paper_direction("chat", eval_set="ultrafeedback_french") == 1  # 0.645 vs 0.616
+    assert paper_tables.paper_direction("math", "grm", "im", category=rw.DOMAIN) == 1  # 0.563 vs 0.517
     with pytest.raises(ValueError, match="exactly one"):
-        rw.paper_direction("chat")
+        paper_tables.paper_direction("chat")
 
 
 def _examples(spec):
@@ -424,19 +426,19 @@ def test_paired_correctness_concatenates_data_sets_and_models_per_seed():
         spec[("im", "m1", seed, "ultrafeedback_paraphrased")] = [0, 0]
     spec[("ex", "m1", 2, "ultrafeedback_french")] = [1, 1, 1]  # seed 2 has no IM-RM: left out
     spec[("ex", "m2", 0, "ultrafeedback_french")] = [0, 0, 0]  # model m2 has no IM-RM: left out
-    A, B, info = rw.paired_correctness(_examples(spec))
+    A, B, info = rm_comparisons.paired_correctness(_examples(spec))
     assert info["seeds"] == [0, 1] and info["skipped"] == [("ultrafeedback_french", "m2")]
     assert info["cells"] == [("ultrafeedback_paraphrased", "m1"), ("ultrafeedback_french", "m1")]  # EVAL_SETS order
     np.testing.assert_array_equal(A, [[1, 0, 1, 1, 0], [1, 1, 1, 1, 0]])
     np.testing.assert_array_equal(B, [[0, 0, 0, 1, 0], [0, 0, 0, 1, 0]])
     bad = _examples({("ex", "m1", 0, "ultrafeedback"): [1, 0], ("im", "m1", 0, "ultrafeedback"): [1, 0, 1]})
     with pytest.raises(ValueError, match="same pairs"):
-        rw.paired_correctness(bad)
+        rm_comparisons.paired_correctness(bad)
     twice = pd.concat([_examples({("ex", "m1", 0, "ultrafeedback"): [1]})] * 2 + [_examples({("im", "m1", 0, "ultrafeedback"): [1]})])
     with pytest.raises(ValueError, match="several runs"):
-        rw.paired_correctness(twice)
+        rm_comparisons.paired_correctness(twice)
     with pytest.raises(ValueError, match="no .* cell"):
-        rw.paired_correctness(_examples({("ex", "m1", 0, "ultrafeedback"): [1]}))
+        rm_comparisons.paired_correctness(_examples({("ex", "m1", 0, "ultrafeedback"): [1]}))
 
 
 def test_compare_rms_gives_verdicts_per_category_and_data_set():
@@ -449,23 +451,23 @@ def test_compare_rms_gives_verdicts_per_category_and_data_set():
             # EX right on every pair; IM right on a third: EX > IM everywhere
             spec[("ex", "m", seed, e)] = [1] * n
             spec[("im", "m", seed, e)] = [1 if i % 3 == 0 else 0 for i in range(n)]
-    per_cat = rw.compare_rms(_examples(spec), "chat", n_boot=500)
+    per_cat = rm_comparisons.compare_rms(_examples(spec), "chat", n_boot=500)
     assert list(per_cat) == list(rw.CATEGORIES)
     assert per_cat[rw.IN_DISTRIBUTION].verdict == st.VERDICTS[0]     # paper: EX > IM
     assert per_cat[rw.DOMAIN].verdict == st.VERDICTS[1]              # paper: IM > EX under the chat domain shift
     assert per_cat[rw.TOKEN_LEVEL].interval.n_pairs == 3 * n and per_cat[rw.TOKEN_LEVEL].interval.n_seeds == 3
     assert per_cat[rw.TOKEN_LEVEL].interval.estimate == pytest.approx(2 / 3)
-    per_set = rw.compare_rms(_examples(spec), "chat", by="eval_set", n_boot=500)
+    per_set = rm_comparisons.compare_rms(_examples(spec), "chat", by="eval_set", n_boot=500)
     assert list(per_set) == rw.get_setting("chat").eval_sets()
     assert per_set["rewardmath"].paper_direction == 0 and per_set["rewardmath"].verdict == st.VERDICTS[1]
-    lines = rw.comparison_sentences(per_cat, "chat")
+    lines = rm_comparisons.comparison_sentences(per_cat, "chat")
     assert lines[0].startswith("* **chat, in-distribution** (paper: EX-RM 0.752, IM-RM 0.646): EX-RM minus IM-RM")
-    rows = rw.claim_rows(per_cat, "chat")
+    rows = rm_comparisons.claim_rows(per_cat, "chat")
     assert {"claim", "paper", "this build", "verdict", "ci_low", "ci_high"} <= set(rows[0])
     assert rows[1]["paper"] == "+0.063 (0.665 vs 0.602)" and rows[1]["claim"].startswith("chat, token-level shift: EX-RM beats IM-RM")
     # a tie of the paper is "agrees" only when the interval lies within the margin
     tie = {(rm, "m", s, "rewardmath"): [1, 0] * 100 for rm in ("ex", "im") for s in (0, 1, 2)}
-    tied = rw.compare_rms(_examples(tie).assign(setting="chat"), "chat", by="eval_set", n_boot=500)
+    tied = rm_comparisons.compare_rms(_examples(tie).assign(setting="chat"), "chat", by="eval_set", n_boot=500)
     assert tied["rewardmath"].verdict == st.VERDICTS[0]
 
 
@@ -487,17 +489,17 @@ def test_overlap_trend_is_a_stratified_paired_bootstrap():
     high = _examples({(rm, "m", s, "ultrafeedback"): [1] * 20 for rm in ("ex", "im") for s in (0, 1)})
     high = high.assign(index=high["index"] + 20, overlap=0.9)
     examples = pd.concat([ex, high], ignore_index=True)
-    interval, info = rw.overlap_trend(examples, n_buckets=2, n_boot=200)
+    interval, info = ov.overlap_trend(examples, n_buckets=2, n_boot=200)
     assert (info["gap_low"], info["gap_high"], info["n_low"], info["n_high"]) == (1.0, 0.0, 20, 20)
     assert interval.estimate == -1.0 and interval.low == interval.high == -1.0 and interval.n_seeds == 2
-    assert "shrinks as overlap grows" in rw.overlap_trend_sentence(interval, info)
+    assert "shrinks as overlap grows" in show.overlap_trend_sentence(interval, info)
     # noise only: the interval covers 0 and the sentence says undecided
     rng = np.random.default_rng(0)
     noisy = examples.assign(correct=rng.integers(0, 2, len(examples)).astype(float))
-    interval, info = rw.overlap_trend(noisy, n_buckets=2, n_boot=500)
-    assert interval.low < 0 < interval.high and "undecided" in rw.overlap_trend_sentence(interval, info)
-    flat, info = rw.overlap_trend(examples.assign(overlap=0.5), n_buckets=4)
-    assert flat is None and "one overlap bucket" in rw.overlap_trend_sentence(flat, info)
+    interval, info = ov.overlap_trend(noisy, n_buckets=2, n_boot=500)
+    assert interval.low < 0 < interval.high and "undecided" in show.overlap_trend_sentence(interval, info)
+    flat, info = ov.overlap_trend(examples.assign(overlap=0.5), n_buckets=4)
+    assert flat is None and "one overlap bucket" in show.overlap_trend_sentence(flat, info)
 
 
 # ------------------------------------------------------------------------------- overlap caveats and sentences
@@ -508,9 +510,9 @@ def test_math_overlap_counts_shared_problems_and_solutions():
     rewardmath = [{"prompt": "p1", "chosen": "s1", "rejected": "new"}, {"prompt": "p2", "chosen": "other", "rejected": "z"},
                   {"prompt": "p3", "chosen": "s3", "rejected": "w"}]
     rb = [{"prompt": "p2", "chosen": "reworded", "rejected": "r"}, {"prompt": "p9", "chosen": "a", "rejected": "b"}]
-    counts = rw.math_overlap(train, rewardmath, rb)
+    counts = ov.math_overlap(train, rewardmath, rb)
     assert counts == {"n_train": 2, "n_rewardmath": 3, "rewardmath_shared": 1, "n_rb_math": 2, "rb_math_shared": 1}
-    first, second = rw.math_overlap_sentences(counts, "This build")
+    first, second = show.math_overlap_sentences(counts, "This build")
     assert first == ("This build: 1 of the 3 RewardMATH test rows share their problem and chosen solution with one of "
                      "the 2 training rows; for these only the rejected solution is new.")
     assert second.startswith("This build: 1 of the 2 RB Math prompts are problems of the 2 RewardMATH training rows; ")
@@ -521,7 +523,7 @@ def test_real_mirror_overlap_with_the_papers_1000_training_rows():
 
     if not (default_data_dir() / "rewardmath" / "train.jsonl").exists():
         pytest.skip("offline data mirror not present")
-    counts = rw.paper_math_overlap()
+    counts = ov.paper_math_overlap()
     assert (counts["n_train"], counts["n_rewardmath"], counts["n_rb_math"]) == (1000, 200, 200)
     assert (counts["rewardmath_shared"], counts["rb_math_shared"]) == (179, 170)
 
@@ -538,33 +540,3 @@ def test_real_mirror_uf_versions_align_at_256_smollm2_tokens():
     report = loaded.report.set_index(["data_set", "split"])
     assert report.loc[("ultrafeedback", "test"), "too_long"] == 145  # 55 of 200 fit alone
     assert report.loc[("ultrafeedback_french", "test"), "too_long"] == 165
-
-
-def test_data_summary_and_fairness_sentences():
-    report = pd.DataFrame([
-        {"setting": "chat", "data_set": "ultrafeedback", "label": "UF", "split": "train", "used": 32},
-        {"setting": "chat", "data_set": "ultrafeedback", "label": "UF", "split": "test", "used": 34},
-        {"setting": "chat", "data_set": "rewardbench_code", "label": "RB: Code", "split": "test", "used": 116}])
-    text = rw.data_summary(report, 256)
-    assert "at most 256 tokens" in text and "*chat*: 32 training rows (paper: 2000)" in text
-    assert "UF 34, RB: Code 116" in text and "aligned by id" in text
-    assert "no token cap" in rw.data_summary(report, None)
-    fit = pd.DataFrame({"setting_name": ["chat", "chat"], "rm": ["ex", "im"], "train_loss": [0.1, 0.5],
-                        "train_accuracy": [0.99, 0.80]})
-    sentence = rw.fairness_sentence(fit, "chat")
-    assert "gap 0.190" in sentence and "do **not** fit" in sentence and "far from converged" in sentence
-    fit["train_accuracy"] = [0.997, 0.996]
-    assert "As in the paper" in rw.fairness_sentence(fit, "chat")
-
-
-def test_overlap_trend_row_and_timing_sentence():
-    from rmlib.analysis.stats import Interval
-
-    row = rw.overlap_trend_row("chat", "m", Interval(-0.1, -0.3, 0.1, 0.95, 40, 3), {}, 2)
-    assert row["value"] == "-0.100 [-0.300, +0.100]" and "undecided" in row["note"]
-    assert rw.overlap_trend_row("chat", "m", None, {}, 2)["value"] == "one bucket only"
-    timing = pd.DataFrame({"reused": [False, True], "wall_s": [120.0, 1.0], "cpu_s": [240.0, 1.0],
-                           "train_s": [100.0, 0.0], "train_tokens": [5000, 0]})
-    text = rw.timing_sentence(timing, 180.0)
-    assert text.startswith("This execution took 3.0 min") and "1 of 2 runs" in text and "50 tokens/s" in text
-    assert "tokens/s" not in rw.timing_sentence(timing.assign(reused=True), 60.0)
