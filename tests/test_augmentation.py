@@ -141,7 +141,11 @@ def test_real_mirror_pairs_at_256_smollm2_tokens_are_notebook_04s_rows():
 
 def test_cpu_profile_copies_notebook_04s_chat_protocol():
     """Reuse of notebook 04's runs needs the same training and data parameters."""
-    p04 = yaml.safe_load((ROOT / "params/04_real_world_shifts/cpu.yaml").read_text())
+    from dataclasses import asdict
+
+    from rmlib.book.real_world_shifts import Config
+
+    p04 = asdict(Config.from_profile("cpu"))  # notebook 04's profiles only override its Config's defaults
     p05 = yaml.safe_load((ROOT / "params/05_augmentation/cpu.yaml").read_text())
     for key in ("models", "rm_types", "epochs", "lr", "batch_size", "micro_batch_size", "beta", "max_length",
                 "n_train", "n_eval", "data_seed"):

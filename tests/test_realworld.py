@@ -1,4 +1,5 @@
-"""Section 5.2 helpers: category mapping, loading with a length cap, aggregation, win-rates, overlap."""
+"""Section 5.2 data (rmlib.tasks.realworld): category mapping, loading with a length cap, alignment by id,
+run labels and per-pair correctness; one tiny end-to-end run through the tables and comparisons."""
 
 import json
 import math
@@ -7,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rmlib.analysis import overlap as ov, paper_tables, rm_comparisons
+from rmlib.book import real_world_shifts_views as show
 from rmlib.tasks import realworld as rw
 from rmlib.models import load_tokenizer
 
@@ -179,135 +182,13 @@ def test_real_mirror_uf_training_file_has_199_usable_rows():
     assert (row["available"], row["malformed"], row["used"]) == (200, 1, 199)
 
 
-# ------------------------------------------------------------------------------- aggregation
-
-
-def _results():
-    """2 models x 2 data sets (one category) x 3 seeds, for ex and im, with hand-chosen accuracies."""
-    rows = []
-    for seed in (0, 1, 2):
-        for model in ("m1", "m2"):
-            for eval_set in ("ultrafeedback_french", "ultrafeedback_spanish"):
-                for rm, base in (("ex", 0.8), ("im", 0.6)):
-                    acc = base + 0.01 * seed + (0.1 if model == "m2" else 0.0) + (0.02 if eval_set.endswith("spanish") else 0)
-                    rows.append({"model": model, "seed": seed, "eval_set": eval_set, "category": rw.TOKEN_LEVEL,
-                                 "rm_type": rm, "variant": None, "accuracy": acc, "margin": 2 * acc,
-                                 "run_id": f"{model}-{seed}-{rm}", "train_loss": 0.1, "train_accuracy": 0.95,
-                                 "setting": "realworld-chat"})
-    return rw.add_rm_column(pd.DataFrame(rows))
-
-
-def test_aggregate_is_mean_and_std_over_seeds_of_per_seed_means():
-    agg = rw.aggregate(_results(), by=("category",)).set_index("rm")
-    # per seed, ex: mean over m1/m2 x french/spanish = 0.8 + 0.01 s + 0.05 + 0.01
-    per_seed = np.array([0.86, 0.87, 0.88])
-    assert agg.loc["ex", "accuracy_mean"] == pytest.approx(per_seed.mean())
-    assert agg.loc["ex", "accuracy_std"] == pytest.approx(per_seed.std())  # ddof=0
-    assert agg.loc["im", "accuracy_mean"] == pytest.approx(0.67)
-    assert agg.loc["ex", "margin_mean"] == pytest.approx(2 * 0.87)
-    assert agg.loc["ex", "n_seeds"] == 3 and agg.loc["ex", "n_cells"] == 4
-
-
-def test_aggregate_per_data_set_averages_over_models_only():
-    agg = rw.aggregate(_results(), by=("category", "eval_set")).set_index(["eval_set", "rm"])
-    assert agg.loc[("ultrafeedback_spanish", "ex"), "accuracy_mean"] == pytest.approx(0.8 + 0.01 + 0.05 + 0.02)
-    assert agg.loc[("ultrafeedback_spanish", "ex"), "n_cells"] == 2
-    # the std over seeds is not the std over models: models differ by 0.1, seeds by 0.01
-    assert agg.loc[("ultrafeedback_spanish", "ex"), "accuracy_std"] == pytest.approx(np.std([0, 0.01, 0.02]))
-
-
-def test_paper_style_table_formats_mean_pm_std():
-    table = rw.paper_style_table(rw.aggregate(_results()))
-    assert list(table.columns) == [("accuracy", "EX-RM"), ("accuracy", "IM-RM"), ("margin", "EX-RM"),
-                                   ("margin", "IM-RM")]
-    assert table.loc[rw.TOKEN_LEVEL, ("accuracy", "EX-RM")] == "0.870 ± 0.008"
-
-
-def test_aggregate_rejects_missing_columns():
-    with pytest.raises(ValueError, match="lacks column"):
-        rw.aggregate(_results().drop(columns="seed"))
+# ------------------------------------------------------------------------------- run labels, per-pair correctness
 
 
 def test_rm_label_marks_non_default_variants():
     assert rw.rm_label("ex", "last") == "ex" and rw.rm_label("im", "ref") == "im"
     assert rw.rm_label("ex", "mean") == "ex:mean" and rw.rm_label("im", "no_ref") == "im:no_ref"
     assert rw.rm_label("grm", None) == "grm"
-
-
-def test_win_rates_use_matched_pairs_and_the_one_percent_tie_rule():
-    rows = []
-    # per (model, seed) on one data set: ex-im = +0.05 (ex wins), +0.005 (tie), -0.03 (im wins), +0.01 (tie)
-    for (model, seed), diff in zip([("m1", 0), ("m1", 1), ("m2", 0), ("m2", 1)], [0.05, 0.005, -0.03, 0.01]):
-        rows += [{"model": model, "seed": seed, "eval_set": "ultrafeedback", "category": rw.IN_DISTRIBUTION,
-                  "rm": "ex", "accuracy": 0.6 + diff},
-                 {"model": model, "seed": seed, "eval_set": "ultrafeedback", "category": rw.IN_DISTRIBUTION,
-                  "rm": "im", "accuracy": 0.6}]
-    rows.append({"model": "m3", "seed": 0, "eval_set": "ultrafeedback", "category": rw.IN_DISTRIBUTION,
-                 "rm": "ex", "accuracy": 0.9})  # no IM counterpart: ignored
-    rows += [{"model": "m1", "seed": 0, "eval_set": "rewardbench_code", "category": rw.DOMAIN, "rm": r,
-              "accuracy": a} for r, a in (("ex", 0.5), ("im", 0.7))]
-    frame = pd.DataFrame(rows)
-    per_set = rw.win_rates(frame).set_index("eval_set")
-    assert per_set.loc["ultrafeedback", ["ex_wins", "tie", "im_wins"]].tolist() == [25.0, 50.0, 25.0]
-    assert per_set.loc["ultrafeedback", "n"] == 4
-    assert per_set.loc["rewardbench_code", "im_wins"] == 100.0
-    assert list(per_set.index) == ["ultrafeedback", "rewardbench_code"]  # the paper's order
-    per_cat = rw.win_rates(frame, group="category").set_index("category")
-    assert per_cat.loc[rw.DOMAIN, "im_wins"] == 100.0
-
-
-def test_training_fit_counts_each_run_once():
-    fit = rw.training_fit(_results()).set_index("rm")
-    assert fit.loc["ex", "runs"] == 6 and fit.loc["ex", "train_accuracy"] == pytest.approx(0.95)
-
-
-# ------------------------------------------------------------------------------- token overlap
-
-
-def test_ngrams_and_containment_on_hand_made_cases():
-    assert rw.ngrams([1, 2, 3, 2, 3], 2) == {(1, 2), (2, 3), (3, 2)}
-    assert rw.ngrams([1], 2) == set()
-    reference = rw.training_ngrams([[1, 2, 3], [7, 8]], 2)  # {(1,2), (2,3), (7,8)}
-    assert reference == {(1, 2), (2, 3), (7, 8)}
-    assert rw.containment([1, 2, 3], reference, 2) == 1.0
-    assert rw.containment([1, 2, 9, 9], reference, 2) == pytest.approx(1 / 3)  # (1,2) of {(1,2),(2,9),(9,9)}
-    assert rw.containment([3, 2, 1], reference, 2) == 0.0  # same unigrams, no shared bigram
-    assert rw.containment([3, 2, 1], rw.training_ngrams([[1, 2, 3]], 1), 1) == 1.0
-    assert math.isnan(rw.containment([5], reference, 2))
-    with pytest.raises(ValueError, match="n must be"):
-        rw.ngrams([1, 2], 0)
-
-
-def test_pair_overlap_is_the_mean_of_both_containments():
-    reference = {(1, 2), (2, 3)}
-    assert rw.pair_overlap([1, 2, 3], [4, 5], reference, 2) == pytest.approx(0.5)
-    assert math.isnan(rw.pair_overlap([1, 2, 3], [4], reference, 2))
-
-
-def test_overlap_table_uses_response_tokens_only():
-    tok = load_tokenizer("tiny-random")
-    train = [{"prompt": "unrelated words here", "chosen": "the cat sat on the mat", "rejected": "dogs bark"}]
-    evals = {"ultrafeedback": [{"prompt": "x", "chosen": "the cat sat on the mat", "rejected": "dogs bark"},
-                               {"prompt": "x", "chosen": "unrelated words here", "rejected": "zebra quantum"}]}
-    table = rw.overlap_table(tok, train, evals, n=2)
-    assert table["overlap"].tolist()[0] == 1.0
-    assert table["overlap"].tolist()[1] < 0.5  # the prompt's words do not count as training text
-
-
-def test_accuracy_by_overlap_buckets_pairs_by_quantiles():
-    examples = pd.DataFrame({
-        "eval_set": ["a"] * 8, "index": list(range(4)) * 2, "rm": ["ex"] * 4 + ["im"] * 4,
-        "overlap": [0.1, 0.2, 0.8, 0.9] * 2,
-        "correct": [1, 1, 1, 1, 0, 0, 1, 1.0]})
-    out = rw.accuracy_by_overlap(examples, n_buckets=2).set_index(["bucket", "rm"])
-    assert out.loc[(0, "ex"), "accuracy"] == 1.0 and out.loc[(0, "im"), "accuracy"] == 0.0
-    assert out.loc[(1, "im"), "accuracy"] == 1.0 and out.loc[(1, "im"), "n"] == 2
-    assert out.loc[(1, "im"), "overlap_min"] == 0.8
-    # all overlaps equal: one bucket; NaN overlaps are left out
-    same = examples.assign(overlap=[0.5] * 7 + [float("nan")])
-    single = rw.accuracy_by_overlap(same, n_buckets=4)
-    assert set(single["bucket"]) == {0} and single["n"].sum() == 7
-
 
 def test_example_correctness_counts_ties_as_half():
     record = {"evals": {"rewardmath": {"category": rw.DOMAIN, "reward_chosen": [1.0, 0.0, 2.0],
@@ -335,23 +216,23 @@ def test_tiny_end_to_end_run_merges_into_tables(data_dir, tmp_path):
             assert not out.reused
     frame = rw.add_rm_column(results_table(tmp_path / "results", setting))
     assert len(frame) == 2 * 2 * 2
-    table = rw.paper_style_table(rw.aggregate(frame))
+    table = paper_tables.paper_style_table(paper_tables.aggregate(frame))
     assert list(table.index) == [rw.IN_DISTRIBUTION, rw.DOMAIN]
-    wins = rw.win_rates(frame)
+    wins = paper_tables.win_rates(frame)
     assert np.allclose(wins[["ex_wins", "tie", "im_wins"]].sum(axis=1), 100.0)
     assert (wins["n"] == 2).all()
     # the notebook's statistics path on the stored records
     from rmlib.results import iter_runs
 
     examples = rw.examples_table(list(iter_runs(tmp_path / "results", setting)))
-    comparisons = rw.compare_rms(examples, "chat", n_boot=200)
+    comparisons = rm_comparisons.compare_rms(examples, "chat", n_boot=200)
     assert list(comparisons) == [rw.IN_DISTRIBUTION, rw.DOMAIN]
     assert all(c.interval.n_seeds == 2 and c.interval.n_pairs == 3 for c in comparisons.values())
-    assert len(rw.claim_rows(comparisons, "chat")) == 2
-    overlap = rw.overlap_table(tok, loaded.train_rows, loaded.eval_rows).assign(setting="chat", model="tiny-random")
+    assert len(rm_comparisons.claim_rows(comparisons, "chat")) == 2
+    overlap = ov.overlap_table(tok, loaded.train_rows, loaded.eval_rows).assign(setting="chat", model="tiny-random")
     with_overlap = examples.merge(overlap, on=["setting", "model", "eval_set", "index"], validate="many_to_one")
-    interval, info = rw.overlap_trend(with_overlap, n_buckets=2, n_boot=200)
-    assert rw.overlap_trend_sentence(interval, info).endswith(".")
+    interval, info = ov.overlap_trend(with_overlap, n_buckets=2, n_boot=200)
+    assert show.overlap_trend_sentence(interval, info).endswith(".")
 
 
 def test_select_protocol_matches_values_and_none():
@@ -390,83 +271,7 @@ def test_no_ref_rewards_follow_the_official_code_or_the_papers_text(tiny):
     assert rw.rm_label("im", "no_ref_unscaled") in rw.RM_LABELS
 
 
-# ------------------------------------------------------------------------------- statistics glue
-
-
-def test_paper_direction_follows_table_1_with_a_two_point_tie_rule():
-    chat = {c: rw.paper_direction("chat", category=c) for c in rw.CATEGORIES}
-    math_ = {c: rw.paper_direction("math", category=c) for c in rw.CATEGORIES}
-    assert chat == {rw.IN_DISTRIBUTION: 1, rw.TOKEN_LEVEL: 1, rw.DOMAIN: -1}
-    assert math_ == {rw.IN_DISTRIBUTION: 0, rw.TOKEN_LEVEL: 1, rw.DOMAIN: 0}
-    assert rw.paper_direction("chat", eval_set="rewardmath") == 0          # 0.594 vs 0.593
-    assert rw.paper_direction("chat", eval_set="ultrafeedback_french") == 1  # 0.645 vs 0.616
-    assert rw.paper_direction("math", "grm", "im", category=rw.DOMAIN) == 1  # 0.563 vs 0.517
-    with pytest.raises(ValueError, match="exactly one"):
-        rw.paper_direction("chat")
-
-
-def _examples(spec):
-    """Per-pair rows: spec = {(rm, model, seed, eval_set): list of correctness}."""
-    rows = []
-    for (rm, model, seed, eval_set), correct in spec.items():
-        rows += [{"setting": "chat", "model": model, "seed": seed, "rm": rm, "eval_set": eval_set,
-                  "category": rw.get_setting("chat").categories[eval_set], "index": i, "correct": c}
-                 for i, c in enumerate(correct)]
-    return pd.DataFrame(rows)
-
-
-def test_paired_correctness_concatenates_data_sets_and_models_per_seed():
-    spec = {}
-    for seed in (0, 1):
-        spec[("ex", "m1", seed, "ultrafeedback_french")] = [1, 1, 0]
-        spec[("im", "m1", seed, "ultrafeedback_french")] = [0, 1, 0]
-        spec[("ex", "m1", seed, "ultrafeedback_paraphrased")] = [1, seed]
-        spec[("im", "m1", seed, "ultrafeedback_paraphrased")] = [0, 0]
-    spec[("ex", "m1", 2, "ultrafeedback_french")] = [1, 1, 1]  # seed 2 has no IM-RM: left out
-    spec[("ex", "m2", 0, "ultrafeedback_french")] = [0, 0, 0]  # model m2 has no IM-RM: left out
-    A, B, info = rw.paired_correctness(_examples(spec))
-    assert info["seeds"] == [0, 1] and info["skipped"] == [("ultrafeedback_french", "m2")]
-    assert info["cells"] == [("ultrafeedback_paraphrased", "m1"), ("ultrafeedback_french", "m1")]  # EVAL_SETS order
-    np.testing.assert_array_equal(A, [[1, 0, 1, 1, 0], [1, 1, 1, 1, 0]])
-    np.testing.assert_array_equal(B, [[0, 0, 0, 1, 0], [0, 0, 0, 1, 0]])
-    bad = _examples({("ex", "m1", 0, "ultrafeedback"): [1, 0], ("im", "m1", 0, "ultrafeedback"): [1, 0, 1]})
-    with pytest.raises(ValueError, match="same pairs"):
-        rw.paired_correctness(bad)
-    twice = pd.concat([_examples({("ex", "m1", 0, "ultrafeedback"): [1]})] * 2 + [_examples({("im", "m1", 0, "ultrafeedback"): [1]})])
-    with pytest.raises(ValueError, match="several runs"):
-        rw.paired_correctness(twice)
-    with pytest.raises(ValueError, match="no .* cell"):
-        rw.paired_correctness(_examples({("ex", "m1", 0, "ultrafeedback"): [1]}))
-
-
-def test_compare_rms_gives_verdicts_per_category_and_data_set():
-    import rmlib.analysis.stats as st
-
-    n = 60
-    spec = {}
-    for seed in (0, 1, 2):
-        for e in rw.get_setting("chat").eval_sets():
-            # EX right on every pair; IM right on a third: EX > IM everywhere
-            spec[("ex", "m", seed, e)] = [1] * n
-            spec[("im", "m", seed, e)] = [1 if i % 3 == 0 else 0 for i in range(n)]
-    per_cat = rw.compare_rms(_examples(spec), "chat", n_boot=500)
-    assert list(per_cat) == list(rw.CATEGORIES)
-    assert per_cat[rw.IN_DISTRIBUTION].verdict == st.VERDICTS[0]     # paper: EX > IM
-    assert per_cat[rw.DOMAIN].verdict == st.VERDICTS[1]              # paper: IM > EX under the chat domain shift
-    assert per_cat[rw.TOKEN_LEVEL].interval.n_pairs == 3 * n and per_cat[rw.TOKEN_LEVEL].interval.n_seeds == 3
-    assert per_cat[rw.TOKEN_LEVEL].interval.estimate == pytest.approx(2 / 3)
-    per_set = rw.compare_rms(_examples(spec), "chat", by="eval_set", n_boot=500)
-    assert list(per_set) == rw.get_setting("chat").eval_sets()
-    assert per_set["rewardmath"].paper_direction == 0 and per_set["rewardmath"].verdict == st.VERDICTS[1]
-    lines = rw.comparison_sentences(per_cat, "chat")
-    assert lines[0].startswith("* **chat, in-distribution** (paper: EX-RM 0.752, IM-RM 0.646): EX-RM minus IM-RM")
-    rows = rw.claim_rows(per_cat, "chat")
-    assert {"claim", "paper", "this build", "verdict", "ci_low", "ci_high"} <= set(rows[0])
-    assert rows[1]["paper"] == "+0.063 (0.665 vs 0.602)" and rows[1]["claim"].startswith("chat, token-level shift: EX-RM beats IM-RM")
-    # a tie of the paper is "agrees" only when the interval lies within the margin
-    tie = {(rm, "m", s, "rewardmath"): [1, 0] * 100 for rm in ("ex", "im") for s in (0, 1, 2)}
-    tied = rw.compare_rms(_examples(tie).assign(setting="chat"), "chat", by="eval_set", n_boot=500)
-    assert tied["rewardmath"].verdict == st.VERDICTS[0]
+# ------------------------------------------------------------------------------- the per-pair table of run records
 
 
 def test_examples_table_reads_run_records():
@@ -481,49 +286,7 @@ def test_examples_table_reads_run_records():
         rw.examples_table([])
 
 
-def test_overlap_trend_is_a_stratified_paired_bootstrap():
-    low = {(rm, "m", s, "ultrafeedback"): ([1] * 20 if rm == "ex" else [0] * 20) for rm in ("ex", "im") for s in (0, 1)}
-    ex = _examples(low).assign(overlap=0.1)
-    high = _examples({(rm, "m", s, "ultrafeedback"): [1] * 20 for rm in ("ex", "im") for s in (0, 1)})
-    high = high.assign(index=high["index"] + 20, overlap=0.9)
-    examples = pd.concat([ex, high], ignore_index=True)
-    interval, info = rw.overlap_trend(examples, n_buckets=2, n_boot=200)
-    assert (info["gap_low"], info["gap_high"], info["n_low"], info["n_high"]) == (1.0, 0.0, 20, 20)
-    assert interval.estimate == -1.0 and interval.low == interval.high == -1.0 and interval.n_seeds == 2
-    assert "shrinks as overlap grows" in rw.overlap_trend_sentence(interval, info)
-    # noise only: the interval covers 0 and the sentence says undecided
-    rng = np.random.default_rng(0)
-    noisy = examples.assign(correct=rng.integers(0, 2, len(examples)).astype(float))
-    interval, info = rw.overlap_trend(noisy, n_buckets=2, n_boot=500)
-    assert interval.low < 0 < interval.high and "undecided" in rw.overlap_trend_sentence(interval, info)
-    flat, info = rw.overlap_trend(examples.assign(overlap=0.5), n_buckets=4)
-    assert flat is None and "one overlap bucket" in rw.overlap_trend_sentence(flat, info)
-
-
-# ------------------------------------------------------------------------------- overlap caveats and sentences
-
-
-def test_math_overlap_counts_shared_problems_and_solutions():
-    train = [{"prompt": "p1", "chosen": "s1", "rejected": "x"}, {"prompt": "p2", "chosen": "s2", "rejected": "y"}]
-    rewardmath = [{"prompt": "p1", "chosen": "s1", "rejected": "new"}, {"prompt": "p2", "chosen": "other", "rejected": "z"},
-                  {"prompt": "p3", "chosen": "s3", "rejected": "w"}]
-    rb = [{"prompt": "p2", "chosen": "reworded", "rejected": "r"}, {"prompt": "p9", "chosen": "a", "rejected": "b"}]
-    counts = rw.math_overlap(train, rewardmath, rb)
-    assert counts == {"n_train": 2, "n_rewardmath": 3, "rewardmath_shared": 1, "n_rb_math": 2, "rb_math_shared": 1}
-    first, second = rw.math_overlap_sentences(counts, "This build")
-    assert first == ("This build: 1 of the 3 RewardMATH test rows share their problem and chosen solution with one of "
-                     "the 2 training rows; for these only the rejected solution is new.")
-    assert second.startswith("This build: 1 of the 2 RB Math prompts are problems of the 2 RewardMATH training rows; ")
-
-
-def test_real_mirror_overlap_with_the_papers_1000_training_rows():
-    from rmlib.data import default_data_dir
-
-    if not (default_data_dir() / "rewardmath" / "train.jsonl").exists():
-        pytest.skip("offline data mirror not present")
-    counts = rw.paper_math_overlap()
-    assert (counts["n_train"], counts["n_rewardmath"], counts["n_rb_math"]) == (1000, 200, 200)
-    assert (counts["rewardmath_shared"], counts["rb_math_shared"]) == (179, 170)
+# ------------------------------------------------------------------------------- the real data mirror
 
 
 def test_real_mirror_uf_versions_align_at_256_smollm2_tokens():
@@ -538,33 +301,3 @@ def test_real_mirror_uf_versions_align_at_256_smollm2_tokens():
     report = loaded.report.set_index(["data_set", "split"])
     assert report.loc[("ultrafeedback", "test"), "too_long"] == 145  # 55 of 200 fit alone
     assert report.loc[("ultrafeedback_french", "test"), "too_long"] == 165
-
-
-def test_data_summary_and_fairness_sentences():
-    report = pd.DataFrame([
-        {"setting": "chat", "data_set": "ultrafeedback", "label": "UF", "split": "train", "used": 32},
-        {"setting": "chat", "data_set": "ultrafeedback", "label": "UF", "split": "test", "used": 34},
-        {"setting": "chat", "data_set": "rewardbench_code", "label": "RB: Code", "split": "test", "used": 116}])
-    text = rw.data_summary(report, 256)
-    assert "at most 256 tokens" in text and "*chat*: 32 training rows (paper: 2000)" in text
-    assert "UF 34, RB: Code 116" in text and "aligned by id" in text
-    assert "no token cap" in rw.data_summary(report, None)
-    fit = pd.DataFrame({"setting_name": ["chat", "chat"], "rm": ["ex", "im"], "train_loss": [0.1, 0.5],
-                        "train_accuracy": [0.99, 0.80]})
-    sentence = rw.fairness_sentence(fit, "chat")
-    assert "gap 0.190" in sentence and "do **not** fit" in sentence and "far from converged" in sentence
-    fit["train_accuracy"] = [0.997, 0.996]
-    assert "As in the paper" in rw.fairness_sentence(fit, "chat")
-
-
-def test_overlap_trend_row_and_timing_sentence():
-    from rmlib.analysis.stats import Interval
-
-    row = rw.overlap_trend_row("chat", "m", Interval(-0.1, -0.3, 0.1, 0.95, 40, 3), {}, 2)
-    assert row["value"] == "-0.100 [-0.300, +0.100]" and "undecided" in row["note"]
-    assert rw.overlap_trend_row("chat", "m", None, {}, 2)["value"] == "one bucket only"
-    timing = pd.DataFrame({"reused": [False, True], "wall_s": [120.0, 1.0], "cpu_s": [240.0, 1.0],
-                           "train_s": [100.0, 0.0], "train_tokens": [5000, 0]})
-    text = rw.timing_sentence(timing, 180.0)
-    assert text.startswith("This execution took 3.0 min") and "1 of 2 runs" in text and "50 tokens/s" in text
-    assert "tokens/s" not in rw.timing_sentence(timing.assign(reused=True), 60.0)
