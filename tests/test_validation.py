@@ -163,12 +163,24 @@ def test_every_notebook_validates_its_parameters_first(notebook):
     sets parameters the notebook declares (a typo in a params file would otherwise surface mid-build)."""
     import ast
 
+    import importlib
+    import re
+    from dataclasses import fields
+
     cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
     assert "parameters" in cells[0].metadata.get("tags", []), f"{notebook.name}: first code cell is not tagged"
-    assert "validate_notebook_params(globals(), SCHEMA)" in cells[1].source, \
-        f"{notebook.name}: the second code cell must validate the parameters"
-    declared = {t.id for node in ast.walk(ast.parse(cells[0].source)) if isinstance(node, ast.Assign)
-                for t in node.targets if isinstance(t, ast.Name)}
+    page = re.search(r"from rmlib\.book import (\w+) as page", cells[1].source)
+    if page:  # the page's Config declares every parameter (defaults: the cpu profile) and checks them
+        assert "page.Config.from_namespace(globals())" in cells[1].source, \
+            f"{notebook.name}: the second code cell must check the parameters through page.Config"
+        config = importlib.import_module(f"rmlib.book.{page.group(1)}").Config
+        assert config.NOTEBOOK == notebook.stem
+        declared = {f.name for f in fields(config)}
+    else:
+        assert "validate_notebook_params(globals(), SCHEMA)" in cells[1].source, \
+            f"{notebook.name}: the second code cell must validate the parameters"
+        declared = {t.id for node in ast.walk(ast.parse(cells[0].source)) if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
     assert {"profile", "results_dir", "data_dir"} <= declared
     for profile in sorted((ROOT / "params" / notebook.stem).glob("*.yaml")):
         unknown = set(yaml.safe_load(profile.read_text()) or {}) - declared
