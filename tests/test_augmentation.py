@@ -1,21 +1,19 @@
-"""Notebook 05 (rmlib.tasks.augmentation, rmlib.analysis.stats.difference_in_differences): rows, schedules, statistics, text."""
+"""Notebook 05: its data (rmlib.tasks.augmentation: rows, schedules) and its effects
+(rmlib.analysis.augmentation_effects, rmlib.analysis.stats.difference_in_differences: statistics, verdicts, claims).
+The page's sentences, tables, figures and Config: tests/test_page_augmentation.py."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from rmlib.analysis import augmentation_effects as fx
 from rmlib.tasks import augmentation as aug
 from rmlib.tasks import realworld as rw
 from rmlib.analysis import stats
 from rmlib.data import MalformedRow
 from rmlib.models import load_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 # ------------------------------------------------------------------------------------------- data
 
@@ -139,20 +137,6 @@ def test_real_mirror_pairs_at_256_smollm2_tokens_are_notebook_04s_rows():
     assert data.counts["fit"] == 48 and data.same_rows_as_realworld and len(data.paraphrases) == 32
 
 
-def test_cpu_profile_copies_notebook_04s_chat_protocol():
-    """Reuse of notebook 04's runs needs the same training and data parameters."""
-    from dataclasses import asdict
-
-    from rmlib.book.real_world_shifts import Config
-
-    p04 = asdict(Config.from_profile("cpu"))  # notebook 04's profiles only override its Config's defaults
-    p05 = yaml.safe_load((ROOT / "params/05_augmentation/cpu.yaml").read_text())
-    for key in ("models", "rm_types", "epochs", "lr", "batch_size", "micro_batch_size", "beta", "max_length",
-                "n_train", "n_eval", "data_seed"):
-        assert p05[key] == p04[key], key
-    assert set(p05["seeds"]) <= set(p04["seeds"])
-
-
 # ------------------------------------------------------------------------------------ statistics
 
 def test_difference_in_differences_hand_computed():
@@ -198,39 +182,37 @@ def _examples(correct: dict, n_pairs: int, seeds=(0,)):
     return pd.DataFrame(rows)
 
 
-def test_gap_change_verdicts_and_sentences_on_constructed_runs():
+def test_gap_change_verdicts_and_claims_on_constructed_runs():
     n = 200
     ex = np.ones(n)
     im_before = np.r_[np.ones(60), np.zeros(140)]        # gap +0.70
     im_after = np.r_[np.ones(160), np.zeros(40)]         # gap +0.20: clearly narrower
     examples = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_before,
                           (aug.SAME_STEPS, "ex"): ex, (aug.SAME_STEPS, "im"): im_after}, n)
-    [change] = aug.gap_changes(examples, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    [change] = fx.gap_changes(examples, treated=(aug.SAME_STEPS,), groups=(fx.TRANSLATION,), n_boot=2000)
     assert change.verdict == "narrows the gap" and change.before == pytest.approx(0.7)
     assert change.after == pytest.approx(0.2) and change.interval.estimate == pytest.approx(-0.5)
     assert change.test.wins_b == 100 and change.test.wins_a == 0
-    text = aug.gap_sentence(change)
-    assert "+0.70 with the original rows and +0.20 with augmentation" in text and "narrows the gap." in text
-    [cost_ex, cost_im] = aug.accuracy_changes(examples, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,),
+    [cost_ex, cost_im] = fx.accuracy_changes(examples, treated=(aug.SAME_STEPS,), groups=(fx.TRANSLATION,),
                                               n_boot=2000)
     assert cost_im.verdict == "raises accuracy" and cost_ex.verdict == "undecided at this size"
-    assert "1.00 -> 1.00" in aug.accuracy_sentence(cost_ex) and "smallest detectable difference" in aug.accuracy_sentence(cost_ex)
+    assert (cost_ex.before, cost_ex.after) == (1.0, 1.0) and cost_ex.mdd > 0
     # the reverse: augmentation widens the gap
     swapped = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_after,
                          (aug.SAME_STEPS, "ex"): ex, (aug.SAME_STEPS, "im"): im_before}, n)
-    [wider] = aug.gap_changes(swapped, treated=(aug.SAME_STEPS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    [wider] = fx.gap_changes(swapped, treated=(aug.SAME_STEPS,), groups=(fx.TRANSLATION,), n_boot=2000)
     assert wider.verdict == "widens it"
-    rows = aug.claim_rows([change, wider], [cost_im])
+    rows = fx.claim_rows([change, wider], [cost_im])
     assert all(r["paper"] == "not in the paper (remedy tested here)" for r in rows)
     assert rows[0]["this build"].startswith("-0.50 [") and "(same steps) narrows" in rows[0]["claim"]
     assert rows[0]["verdict"] == "narrows the gap" and rows[1]["verdict"] == "widens it"
     assert len(rows) == 2  # a cost under translation is no claim row; the in-distribution cost is
-    [cost_row] = aug.claim_rows([], [in_distribution(cost_im)])
+    [cost_row] = fx.claim_rows([], [in_distribution(cost_im)])
     assert cost_row["verdict"] == "raises accuracy" and "in-distribution accuracy" in cost_row["claim"]
 
 
 def in_distribution(change):
-    return aug.Change(**{**change.__dict__, "group": aug.IN_DISTRIBUTION})
+    return fx.Change(**{**change.__dict__, "group": fx.IN_DISTRIBUTION})
 
 
 def test_undecided_gap_change_states_the_detectable_difference():
@@ -240,26 +222,58 @@ def test_undecided_gap_change_states_the_detectable_difference():
     im_after = np.r_[np.ones(11), np.zeros(9)]
     examples = _examples({(aug.ORIGINAL, "ex"): ex, (aug.ORIGINAL, "im"): im_before,
                           (aug.SAME_EPOCHS, "ex"): ex, (aug.SAME_EPOCHS, "im"): im_after}, n)
-    [change] = aug.gap_changes(examples, treated=(aug.SAME_EPOCHS,), groups=(aug.TRANSLATION,), n_boot=2000)
+    [change] = fx.gap_changes(examples, treated=(aug.SAME_EPOCHS,), groups=(fx.TRANSLATION,), n_boot=2000)
     assert change.verdict == "undecided at this size"
-    assert f"smallest detectable difference about {change.mdd:.2f}" in aug.gap_sentence(change)
-    answer = " ".join(aug.answer_lines([change], []))
-    assert "undecided whether augmentation changes" in answer and f"could detect a change of about {change.mdd:.2f}" in answer
+    assert change.mdd > abs(change.interval.estimate)
+    [row] = fx.claim_rows([change], [])
+    assert row["verdict"] == f"undecided at this size (smallest detectable difference {change.mdd:.2f})"
 
 
 def test_gap_verdict_is_relative_to_the_baseline_side():
     def iv(low, high):
         return stats.Interval((low + high) / 2, low, high, 0.95, 10, 1)
-    assert aug.gap_verdict(iv(-0.3, -0.1), 0.4) == "narrows the gap"
-    assert aug.gap_verdict(iv(-0.3, -0.1), -0.4) == "widens it"
-    assert aug.gap_verdict(iv(0.1, 0.3), -0.4) == "narrows the gap"
-    assert aug.gap_verdict(iv(-0.1, 0.3), 0.4) == "undecided at this size"
+    assert fx.gap_verdict(iv(-0.3, -0.1), 0.4) == "narrows the gap"
+    assert fx.gap_verdict(iv(-0.3, -0.1), -0.4) == "widens it"
+    assert fx.gap_verdict(iv(0.1, 0.3), -0.4) == "narrows the gap"
+    assert fx.gap_verdict(iv(-0.1, 0.3), 0.4) == "undecided at this size"
 
 
 def test_correctness_refuses_arms_that_scored_other_pairs():
     examples = _examples({(aug.ORIGINAL, "ex"): np.ones(4), (aug.ORIGINAL, "im"): np.ones(4)}, 4)
     examples.loc[examples["rm"] == "im", "index"] += 5
     with pytest.raises(ValueError, match="did not score the same pairs"):
-        aug.correctness(examples, [(aug.ORIGINAL, "ex"), (aug.ORIGINAL, "im")], aug.GROUPS[aug.TRANSLATION])
+        fx.correctness(examples, [(aug.ORIGINAL, "ex"), (aug.ORIGINAL, "im")], fx.GROUPS[fx.TRANSLATION])
     with pytest.raises(ValueError, match="no 'ex' runs of condition 'augmented_same_steps'"):
-        aug.correctness(examples, [(aug.SAME_STEPS, "ex")], aug.GROUPS[aug.TRANSLATION])
+        fx.correctness(examples, [(aug.SAME_STEPS, "ex")], fx.GROUPS[fx.TRANSLATION])
+
+
+def test_accuracy_table_pools_a_groups_sets_per_seed_then_averages_seeds():
+    n = 4  # two pairs in UF French, two in UF Spanish
+    examples = _examples({(aug.ORIGINAL, "im"): [1, 0, 0, 0], (aug.SAME_STEPS, "im"): [1, 1, 1, 0]}, n, seeds=(0, 1))
+    examples.loc[(examples["seed"] == 1) & (examples["condition"] == aug.ORIGINAL), "correct"] = 0.5  # ties
+    table = fx.accuracy_table(examples)
+    assert list(table["group"]) == [fx.TRANSLATION] * 2 and list(table["condition"]) == [aug.ORIGINAL, aug.SAME_STEPS]
+    original, steps = table.to_dict("records")
+    assert original["accuracy"] == pytest.approx((0.25 + 0.5) / 2) and original["std"] == pytest.approx(0.125)
+    assert steps["accuracy"] == pytest.approx(0.75) and steps["std"] == 0
+    assert original["n_pairs"] == 4 and original["n_seeds"] == 2
+
+
+def test_groups_cover_notebook_04s_test_sets_once_and_signed_never_shows_minus_zero():
+    assert sorted(s for sets in fx.GROUPS.values() for s in sets) == sorted(rw.EVAL_SETS)
+    assert fx.group_of("ultrafeedback_spanish") == fx.TRANSLATION and fx.group_of("rewardmath") == fx.DOMAIN
+    with pytest.raises(ValueError, match="'mmlu' is in no group"):
+        fx.group_of("mmlu")
+    assert (fx.signed(0.123), fx.signed(-0.001), fx.signed(-0.25)) == ("+0.12", "+0.00", "-0.25")
+    with pytest.raises(ValueError, match="no run records"):
+        fx.examples_table({aug.ORIGINAL: []})
+
+
+def test_change_row_states_interval_and_measure():
+    iv = stats.Interval(-0.2, -0.3, -0.1, 0.95, 40, 1)
+    test = stats.mcnemar_exact(np.r_[np.zeros(8), np.ones(2)], np.ones(10))
+    change = fx.Change(fx.TRANSLATION, aug.SAME_STEPS, "im", 0.6, 0.4, iv, test, 0.27, "lowers accuracy")
+    row = change.as_row()
+    assert row["measure"] == "IM-RM accuracy" and row["condition"] == "augmented, same steps"
+    assert row["95% CI"] == "[-0.30, -0.10]" and (row["ci_low"], row["ci_high"], row["n_pairs"]) == (-0.3, -0.1, 40)
+    assert fx.Change(**{**change.__dict__, "what": "gap"}).as_row()["measure"] == "EX - IM gap"
