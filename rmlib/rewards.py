@@ -161,6 +161,15 @@ class _RewardModel(nn.Module):
         return False
 
 
+def initial_head(lm, seed: int, shape=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The EX-RM head's initial value, as AutoModelForSequenceClassification's score head: u ~ N(0, std^2)
+    with std = the backbone's ``initializer_range`` (0.02 if unset), drawn from a generator seeded with
+    ``seed``; ``shape`` defaults to [D]. The draw depends on ``dtype`` (float32 for :class:`ExplicitRM`)."""
+    std = getattr(lm.config, "initializer_range", 0.02)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape if shape is not None else (hidden_size(lm),), dtype=dtype, generator=generator) * std
+
+
 class ExplicitRM(_RewardModel):
     """EX-RM, Eq. 1: a linear head u in R^D (no bias, fp32) over the backbone's hidden states."""
 
@@ -169,10 +178,8 @@ class ExplicitRM(_RewardModel):
     def __init__(self, lm, tokenizer, variant: str = "last", seed: int = 0, **kwargs):
         super().__init__(lm, tokenizer, variant, **kwargs)
         self.head = nn.Linear(hidden_size(lm), 1, bias=False, dtype=torch.float32)
-        std = getattr(lm.config, "initializer_range", 0.02)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():  # as AutoModelForSequenceClassification's score head: N(0, std^2)
-            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * std)
+        with torch.no_grad():
+            self.head.weight.copy_(initial_head(lm, seed, shape=self.head.weight.shape))
         self.head.to(self.device)
 
     def features(self, batch: Batch) -> torch.Tensor:

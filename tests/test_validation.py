@@ -159,10 +159,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_validates_its_parameters_first(notebook):
     """Static check of the convention that makes bad parameters fail early: the first code cell is the
-    tagged parameters cell, the next one calls validate_notebook_params, and every profile file only
-    sets parameters the notebook declares (a typo in a params file would otherwise surface mid-build)."""
+    tagged parameters cell, the next one validates them (``page.Config.from_namespace(globals())`` of the
+    page module it imports, or the older ``validate_notebook_params``), and every profile file only sets
+    parameters the notebook declares (a typo in a params file would otherwise surface mid-build)."""
     import ast
-
     import importlib
     import re
     from dataclasses import fields
