@@ -49,7 +49,8 @@ def child(spec: dict) -> dict:
     from rmlib.data import load_preferences
     from rmlib.models import load_model
     from rmlib.rewards import build_reward_model
-    from rmlib.training import TrainConfig, train
+    from rmlib.runconfig import RunConfig
+    from rmlib.training import train
 
     lm, tok = load_model(MODEL, dtype="float32")
     rm = build_reward_model(spec["rm"], lm, tok, seed=0)
@@ -67,9 +68,9 @@ def child(spec: dict) -> dict:
 
     rm.collate_pairs = recorded
     loaded = _rss_mb()
-    config = TrainConfig(epochs=1, lr=1e-6, batch_size=len(measured), micro_batch_size=spec["micro"], seed=0,
-                         shuffle=False, max_steps=2, progress=False, max_tokens_per_micro_batch=spec["budget"],
-                         gradient_checkpointing=spec["checkpointing"])
+    config = RunConfig(epochs=1, lr=1e-6, batch_size=len(measured), micro_batch_size=spec["micro"], seed=0,
+                       shuffle=False, max_steps=2, progress=False, max_tokens_per_micro_batch=spec["budget"],
+                       gradient_checkpointing=spec["checkpointing"])
     t0 = time.perf_counter()
     train(rm, [c for c, _ in step], [r for _, r in step], config)
     return {"peak_rss_mb": _rss_mb(), "loaded_rss_mb": loaded, "seconds": time.perf_counter() - t0,

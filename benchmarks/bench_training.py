@@ -40,7 +40,8 @@ What is compared (every measurement in a fresh subprocess, rmlib and TRL runs in
   model, same code otherwise), over ``--epochs`` epochs.
 * Uncapped rows: peak memory of one optimizer step over the ``--batch-size`` longest rows of the offline
   UltraFeedback training set (no token cap; chosen + rejected tokens), rmlib vs TRL, per RM type and
-  precision. ``--max-tokens-per-micro-batch`` is passed to rmlib's ``TrainConfig`` where that field exists.
+  precision. ``--max-tokens-per-micro-batch`` is passed to rmlib's ``RunConfig`` (``TrainConfig``
+  in older rmlib) where that field exists.
 * Long-vocabulary memory: a random 2-layer Llama with a 128,256-token vocabulary (Llama 3's), peak memory
   of the IM-RM loss and its backward with rmlib's chunked gather (:func:`rmlib.rewards.sequence_logprobs`)
   vs a full ``log_softmax`` over the logits (fp32).
@@ -52,6 +53,7 @@ interleaved and the table reports medians and the ratio of medians.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -143,10 +145,10 @@ def child_plan(spec: dict) -> dict:
     from transformers import AutoModelForCausalLM
 
     from rmlib.formatting import ChatFormatter
-    from rmlib.models import load_tokenizer, model_config
+    from rmlib.models import load_tokenizer
 
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(model_config(spec["model"]))
+        lm = AutoModelForCausalLM.from_config(_model_config(spec["model"]))
     formatter = ChatFormatter(load_tokenizer(spec["model"]))
     tokens = {}
     for name, rows_spec in spec["rows"].items():
@@ -155,15 +157,38 @@ def child_plan(spec: dict) -> dict:
     return {"params": sum(p.numel() for p in lm.parameters()), "tokens": tokens}
 
 
-def _train_config(spec: dict):
-    """rmlib's TrainConfig for a spec; ``max_tokens_per_micro_batch`` only where this rmlib has the field."""
-    from rmlib.training import TrainConfig
+def _model_config(name: str):
+    """The transformers config of the model rmlib's ``load_model(name)`` gives (no weights loaded)."""
+    from transformers import AutoConfig
 
+    from rmlib.models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM, load_tokenizer, smollm2_folder, tiny_random_config
+
+    if name == TINY_RANDOM:
+        return tiny_random_config(len(load_tokenizer(name)))
+    if name == OFFLINE_DEFAULT:
+        return AutoConfig.from_pretrained(smollm2_folder())
+    return AutoConfig.from_pretrained(PAPER_MODELS.get(name, name))
+
+
+def train_config_class():
+    """The class of the settings rmlib's ``train`` takes: ``rmlib.runconfig.RunConfig``, or ``TrainConfig``
+    in an rmlib older than it (the benchmark also measures older commits)."""
+    try:
+        from rmlib.runconfig import RunConfig
+        return RunConfig
+    except ImportError:
+        from rmlib.training import TrainConfig
+        return TrainConfig
+
+
+def _train_config(spec: dict):
+    """rmlib's training settings for a spec; ``max_tokens_per_micro_batch`` only where this rmlib has the field."""
+    config_class = train_config_class()
     extra = {}
     for key in ("max_tokens_per_micro_batch", "gradient_checkpointing"):
-        if spec.get(key) and key in TrainConfig.__dataclass_fields__:
+        if spec.get(key) and key in config_class.__dataclass_fields__:
             extra[key] = spec[key]
-    return TrainConfig(epochs=spec.get("epochs", 1), lr=spec["lr"], batch_size=spec["batch_size"],
+    return config_class(epochs=spec.get("epochs", 1), lr=spec["lr"], batch_size=spec["batch_size"],
                        micro_batch_size=spec["micro_batch_size"], seed=0, shuffle=False,
                        max_steps=spec["steps"], progress=False, **extra)
 
@@ -203,7 +228,7 @@ def child_rmlib(spec: dict) -> dict:
     per_epoch_tokens = sum(len(s) for s in chosen + rejected)
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pairs": history.pairs, "tokens": history.tokens,
             "tokens_check": per_epoch_tokens * config.epochs, "mixed_precision": accelerator.mixed_precision,
-            "max_sequence": max(len(s) for s in chosen + rejected), "config": config.to_dict(),
+            "max_sequence": max(len(s) for s in chosen + rejected), "config": dataclasses.asdict(config),
             "final_loss": history.steps[-1]["loss"], "mean_loss": statistics.mean(s["loss"] for s in history.steps),
             "params": sum(p.numel() for p in lm.parameters()), "peak_rss_mb": _peak_rss_mb(), "loaded_rss_mb": loaded_mb}
 
@@ -452,7 +477,7 @@ def main(argv=None) -> int:
     parser.add_argument("--persona-batch-size", type=int, default=8, help="effective batch for persona")
     parser.add_argument("--persona-micro-batch-size", type=int, default=4)
     parser.add_argument("--max-tokens-per-micro-batch", type=int, default=None, metavar="N",
-                        help="passed to rmlib's TrainConfig.max_tokens_per_micro_batch for every rmlib run, where "
+                        help="passed to rmlib's RunConfig.max_tokens_per_micro_batch for every rmlib run, where "
                              "this rmlib has that field (else a note says it is ignored); TRL has no such setting")
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--beta", type=float, default=0.01)
@@ -492,17 +517,15 @@ def main(argv=None) -> int:
             parser.error('TRL is not installed: .venv/bin/pip install -e ".[bench]"')
         if trl.__version__ != TRL_VERSION:
             notes.append(f"note: TRL {trl.__version__} installed; the benchmark pins {TRL_VERSION}")
-    token_budget = None  # --max-tokens-per-micro-batch where this rmlib's TrainConfig takes it
+    token_budget = None  # --max-tokens-per-micro-batch where this rmlib's training settings take it
     if args.max_tokens_per_micro_batch is not None:
-        from rmlib.training import TrainConfig
-
-        if "max_tokens_per_micro_batch" in TrainConfig.__dataclass_fields__:
+        if "max_tokens_per_micro_batch" in train_config_class().__dataclass_fields__:
             token_budget = args.max_tokens_per_micro_batch
-            notes.append(f"rmlib runs: TrainConfig.max_tokens_per_micro_batch = {args.max_tokens_per_micro_batch} "
+            notes.append(f"rmlib runs: max_tokens_per_micro_batch = {args.max_tokens_per_micro_batch} "
                          "(TRL has no such setting)")
         else:
             notes.append(f"note: --max-tokens-per-micro-batch {args.max_tokens_per_micro_batch} ignored: this "
-                         "rmlib's TrainConfig has no max_tokens_per_micro_batch field")
+                         "rmlib's training settings have no max_tokens_per_micro_batch field")
     raw: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "json")}, "precisions": precisions}
     started = time.perf_counter()
     commit = git_commit()
@@ -615,14 +638,13 @@ def main(argv=None) -> int:
 
     uncapped_results: dict = {}
     if "uncapped" in parts:
-        from rmlib.training import TrainConfig
-
+        config_fields = train_config_class().__dataclass_fields__
         for precision in running:
             for rm in rm_types:
                 # rmlib as the main comparison runs it, rmlib with the CLI's memory defaults (a token budget
                 # of 2048 and gradient checkpointing, where this rmlib has them), and TRL
                 for impl in ("rmlib", "rmlib-lowmem", "trl"):
-                    if impl == "rmlib-lowmem" and "gradient_checkpointing" not in TrainConfig.__dataclass_fields__:
+                    if impl == "rmlib-lowmem" and "gradient_checkpointing" not in config_fields:
                         continue
                     spec = dict(uncapped_spec(rm, precision), kind=impl.split("-")[0])
                     if impl == "rmlib-lowmem":

@@ -37,48 +37,38 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import yaml
 
 from .data import DATASETS, DataNotAvailable, default_data_dir, load_preferences
-from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
 from .params import DATA_DIR, MODEL, Param, ParameterError, validate
-from .precision import PRECISIONS, PrecisionError, precision_from_dtype
-from .rewards import RM_TYPES
+from .precision import PrecisionError, precision_from_dtype
+from .runconfig import RunConfig
 from .sweep import grid, run_sweep
 
-MODEL_NAMES = (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS)
 # Memory bounded whatever the lengths of the data (README, "Memory"): micro-batches of at most this many
 # padded tokens and gradient checkpointing keep SmolLM2-135M under 4 GB on uncapped UltraFeedback (measured
 # peak 3.6 GB; with a budget alone a single long pair takes 5.1 GB).
 TOKEN_BUDGET = 2048
 
+# The keys of a spec: every field of RunConfig (its defaults and checks; the model must also resolve, checked
+# before any work), with the command line's own defaults for a few, and the command line's own keys: where the
+# data come from (train, eval, data_seed, data_dir, drop_longer) and where the results go.
+CLI_RUN_DEFAULTS = {"setting": "cli", "max_tokens_per_micro_batch": TOKEN_BUDGET, "gradient_checkpointing": True,
+                    "checkpoint_every": 50}  # memory-bounded and resumable
 DEFAULTS = {
-    "setting": "cli", "model": OFFLINE_DEFAULT, "rm_type": "ex", "variant": None, "beta": 0.01,
-    "precision": "auto", "max_length": None, "use_chat_template": None,
-    "epochs": 1, "lr": 1e-6, "batch_size": 32, "micro_batch_size": 8, "max_tokens_per_micro_batch": TOKEN_BUDGET,
-    "gradient_checkpointing": True, "seed": 0, "max_steps": None,
-    "checkpoint_every": 50, "eval_batch_size": 16, "progress": True, "drop_longer": False,
-    "results_dir": "results", "save_model_dir": None, "data_dir": None, "data_seed": 0,
+    **asdict(RunConfig(**CLI_RUN_DEFAULTS)),
+    "drop_longer": False, "results_dir": "results", "save_model_dir": None, "data_dir": None, "data_seed": 0,
     "train": {"data": "ultrafeedback", "split": "train", "limit": None},
     "eval": {"ultrafeedback": {"data": "ultrafeedback", "split": "test", "limit": None,
                                "category": "in-distribution"}},
-    "extra": {},
 }
-
 SCHEMA = {
-    "setting": Param(str), "model": MODEL, "rm_type": Param(str, choices=RM_TYPES),
-    "variant": Param(str, nullable=True), "beta": Param(float, low=1e-12),
-    "precision": Param(str, choices=PRECISIONS), "max_length": Param(int, low=1, nullable=True),
-    "use_chat_template": Param(bool, nullable=True),
-    "epochs": Param(int, low=1), "lr": Param(float, low=1e-12, high=0.999999), "batch_size": Param(int, low=1),
-    "micro_batch_size": Param(int, low=1), "max_tokens_per_micro_batch": Param(int, low=1, nullable=True),
-    "gradient_checkpointing": Param(bool), "seed": Param(int, low=0), "max_steps": Param(int, low=1, nullable=True),
-    "checkpoint_every": Param(int, low=1, nullable=True), "eval_batch_size": Param(int, low=1),
-    "progress": Param(bool), "drop_longer": Param(bool), "results_dir": Param(str),
-    "save_model_dir": Param(str, nullable=True), "data_dir": DATA_DIR,
-    "data_seed": Param(int, low=0), "train": Param(dict), "eval": Param(dict), "extra": Param(dict),
+    **RunConfig.schema(), "model": MODEL,
+    "drop_longer": Param(bool), "results_dir": Param(str), "save_model_dir": Param(str, nullable=True),
+    "data_dir": DATA_DIR, "data_seed": Param(int, low=0), "train": Param(dict), "eval": Param(dict),
 }
 TRAIN_SCHEMA = {"data": Param(str, choices=tuple(DATASETS)), "split": Param(str, choices=("train", "test")),
                 "limit": Param(int, low=1, nullable=True)}
@@ -186,8 +176,8 @@ def _length_filter(spec: dict, notes: list):
 
 def run_spec(spec: dict, force: bool = False, accelerator=None):
     """Load the data of one validated spec and run it (:func:`rmlib.experiment.run_experiment`)."""
-    from .experiment import EvalSet, run_experiment
-    from .training import TrainConfig
+    from .data import EvalSet
+    from .experiment import run_experiment
 
     data_dir = spec["data_dir"]
     notes = []
@@ -202,18 +192,9 @@ def run_spec(spec: dict, force: bool = False, accelerator=None):
     keep = _length_filter(spec, notes)
     train_rows = keep(rows(spec["train"], "train"), "train")
     eval_sets = {name: EvalSet(keep(rows(ev, name), name), ev["category"]) for name, ev in spec["eval"].items()}
-    config = TrainConfig(epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"],
-                         micro_batch_size=spec["micro_batch_size"], seed=spec["seed"], max_steps=spec["max_steps"],
-                         progress=spec["progress"], checkpoint_every=spec["checkpoint_every"],
-                         max_tokens_per_micro_batch=spec["max_tokens_per_micro_batch"],
-                         gradient_checkpointing=spec["gradient_checkpointing"])
-    extra = dict(spec["extra"])
-    outcome = run_experiment(spec["setting"], spec["model"], spec["rm_type"], train_rows, eval_sets, config,
-                             spec["results_dir"], beta=spec["beta"], variant=spec["variant"],
-                             precision=spec["precision"],
-                             max_length=spec["max_length"], use_chat_template=spec["use_chat_template"],
-                             extra=extra, force=force, eval_batch_size=spec["eval_batch_size"],
-                             accelerator=accelerator, save_model_dir=spec["save_model_dir"])
+    run = RunConfig(**{f.name: spec[f.name] for f in fields(RunConfig)})
+    outcome = run_experiment(run, train_rows, eval_sets, spec["results_dir"], force=force, accelerator=accelerator,
+                             save_model_dir=spec["save_model_dir"])
     outcome.timings["notes"] = notes
     return outcome
 

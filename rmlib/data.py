@@ -46,6 +46,24 @@ class DataNotAvailable(FileNotFoundError):
 
 
 @dataclass
+class EvalSet:
+    """An evaluation set of a run: its preference rows and its category (a column of the results tables,
+    e.g. "in-distribution", "paraphrased")."""
+
+    rows: list[dict]
+    category: str = "in-distribution"
+
+
+def subsample(rows: list, n: int | None, seed: int) -> list:
+    """A seeded random subset of ``n`` rows in their original order (all rows if ``n`` is None or at least
+    ``len(rows)``): ``random.Random(seed).sample`` of the positions, sorted."""
+    if n is None or n >= len(rows):
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+@dataclass
 class Preferences:
     """Rows plus where they came from and how many malformed ones were dropped."""
 
@@ -146,9 +164,7 @@ def load_preferences(name: str, split: str = "train", data_dir: str | Path | Non
         prefs = from_hub(name, split, on_error)
     if not prefs.rows:
         raise ValueError(f"data set {name!r} split {split!r} from {prefs.origin} has no usable rows")
-    if limit is not None and limit < len(prefs.rows):
-        keep = sorted(random.Random(seed).sample(range(len(prefs.rows)), limit))
-        prefs.rows = [prefs.rows[i] for i in keep]
+    prefs.rows = subsample(prefs.rows, limit, seed)
     return prefs
 
 

@@ -2,7 +2,7 @@
 train, evaluate every evaluation set, and write the results (see :mod:`rmlib.results`).
 
 A run whose results file already exists (same parameters, same data) is not redone unless ``force``.
-With ``config.checkpoint_every``, training saves checkpoints in ``<results_dir>/<setting>/<run_id>.ckpt/``
+With ``run.checkpoint_every``, training saves checkpoints in ``<results_dir>/<setting>/<run_id>.ckpt/``
 and the same call after a crash or kill resumes from the latest one (:mod:`rmlib.checkpoint`); the folder
 is deleted once the results file is written. Under ``accelerate launch`` every process runs this
 function; training and evaluation are shared among them and only the main process writes files.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from . import __version__
 from . import results
 from .checkpoint import remove_checkpoints
+from .data import EvalSet
 from .distributed import evaluate_distributed
 from .export import save_run_model
 from .formatting import SequenceTooLong
@@ -39,17 +40,12 @@ from .models import load_model
 from .precision import ACCELERATE_NAMES, Precision, PrecisionError, autocast, precision_from_dtype, resolve_shared
 from .results import fingerprint, load_run, run_path, write_json_atomic
 from .rewards import build_reward_model
-from .training import TrainConfig, make_accelerator, train
+from .runconfig import RunConfig
+from .training import make_accelerator, train
 
 
 class EmptyDataset(ValueError):
     """A training or evaluation set has no rows (e.g. everything was filtered out)."""
-
-
-@dataclass
-class EvalSet:
-    rows: list[dict]
-    category: str = "in-distribution"
 
 
 @dataclass
@@ -102,49 +98,43 @@ def _resolve(precision, accelerator):
     return resolve_shared(precision, PartialState(cpu=not torch.cuda.is_available()))
 
 
-def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict],
-                   eval_sets: dict[str, EvalSet], config: TrainConfig, results_dir: str | Path,
-                   beta: float = 0.01, variant: str | None = None, precision: str = "auto",
-                   max_length: int | None = None, use_chat_template: bool | None = None,
-                   prepare=None, extra: dict | None = None, force: bool = False,
-                   keep_model: bool = False, eval_batch_size: int = 16, accelerator=None,
-                   after_training=None, dtype: str | None = None,
+def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, EvalSet],
+                   results_dir: str | Path, prepare=None, force: bool = False, keep_model: bool = False,
+                   accelerator=None, after_training=None, dtype: str | None = None,
                    save_model_dir: str | Path | None = None) -> RunOutcome:
-    """Train one reward model and evaluate it; returns the stored record.
+    """Train one reward model as ``run`` says (:class:`~rmlib.runconfig.RunConfig`) and evaluate it;
+    returns the stored record.
 
-    ``precision``: "auto", "fp32" or "bf16-mixed" (:func:`rmlib.precision.resolve_precision`); the record
-    holds the requested and the resolved one (``record["precision"]``). ``dtype`` is retired: "float32" and
-    "auto" are read as that precision (with a DeprecationWarning), "bfloat16"/"float16" are refused.
-    An ``accelerator`` passed in must have the resolved mixed precision.
+    ``run.precision``: "auto", "fp32" or "bf16-mixed" (:func:`rmlib.precision.resolve_precision`); the
+    record holds the requested and the resolved one (``record["precision"]``), the spec the resolved one.
+    ``dtype`` is retired: "float32" and "auto" are read as that precision (with a DeprecationWarning),
+    "bfloat16"/"float16" are refused. An ``accelerator`` passed in must have the resolved mixed precision.
 
     ``prepare(model, tokenizer)`` runs before the reward model is built (e.g. to add special tokens).
     ``after_training(rm)`` runs on the trained reward model after evaluation (main process); its
     JSON-serializable result is stored in the results file as ``record["after_training"]`` (e.g. samples
     of the IM-RM's language model), so a reused run needs no trained weights. Put the parameters it
-    depends on into ``extra``.
-    ``extra`` holds parameters that identify the run beyond the standard ones (e.g. ``{"n_vertices": 10}``).
-    ``max_length`` (tokens of prompt + response) defaults to the model's context length
+    depends on into ``run.extra``.
+    ``run.max_length`` (tokens of prompt + response) defaults to the model's context length
     (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`
     naming the set and row.
     ``save_model_dir``: save the trained reward model (see the module docstring); a run whose results exist
     is redone when its saved model does not.
     """
+    setting, model = run.setting, run.model
     if not train_rows:
         raise EmptyDataset(f"setting {setting!r}: the training set is empty (nothing left after filtering?)")
     for name, ev in eval_sets.items():
         if not ev.rows:
             raise EmptyDataset(f"setting {setting!r}: evaluation set {name!r} is empty (nothing left after filtering?)")
+    precision = run.precision
     if dtype is not None:
-        warnings.warn("run_experiment(dtype=...) is retired: pass precision='auto' | 'fp32' | 'bf16-mixed'",
+        warnings.warn("run_experiment(dtype=...) is retired: pass RunConfig(precision='auto' | 'fp32' | 'bf16-mixed')",
                       DeprecationWarning, stacklevel=2)
         precision = precision_from_dtype(dtype, None if precision == "auto" else precision)
     resolved = _resolve(precision, accelerator)
-    spec = {"setting": setting, "model": model, "rm_type": rm_type, "variant": variant, "seed": config.seed,
-            "lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size,
-            "beta": beta if rm_type == "im" else None, "max_steps": config.max_steps, "precision": resolved.mode,
-            "max_length": max_length, "use_chat_template": use_chat_template, "extra": extra or {},
-            "max_tokens_per_micro_batch": config.max_tokens_per_micro_batch,
-            "gradient_checkpointing": config.gradient_checkpointing}
+    run = replace(run, precision=resolved.mode)
+    spec = run.identity()
     data_id = fingerprint({"train": train_rows, "eval": {k: [v.category, v.rows] for k, v in eval_sets.items()}})
     code = results.code_version()
     run_id = fingerprint({"spec": spec, "data": data_id, "code": code})
@@ -161,20 +151,21 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
         raise NotImplementedError("save_model_dir under FSDP/DeepSpeed (sharded weights) is not supported yet")
     timings = {}
     t0 = time.perf_counter()
-    seed_everything(config.seed)
-    lm, tokenizer = load_model(model, dtype="float32", seed=config.seed)  # fp32 master weights, always
+    seed_everything(run.seed)
+    lm, tokenizer = load_model(model, dtype="float32", seed=run.seed)  # fp32 master weights, always
     if prepare is not None:
         prepare(lm, tokenizer)
     context = model_context(lm)
+    max_length = run.max_length
     if max_length is not None and context is not None and max_length > context:
         raise SequenceTooLong(f"max_length={max_length} exceeds the context of model {model!r} "
                               f"(max_position_embeddings={context})")
     limit = max_length if max_length is not None else context
     limit_note = (f"max_length={max_length}" if max_length is not None
                   else f"the context of model {model!r}, max_position_embeddings={context}")
-    torch.manual_seed(config.seed)
-    rm = build_reward_model(rm_type, lm, tokenizer, variant=variant, beta=beta, seed=config.seed,
-                            max_length=limit, use_chat_template=use_chat_template)
+    torch.manual_seed(run.seed)
+    rm = build_reward_model(run.rm_type, lm, tokenizer, variant=run.variant, beta=run.beta, seed=run.seed,
+                            max_length=limit, use_chat_template=run.use_chat_template)
     spec["variant"] = rm.variant
     chosen, rejected = encode_rows(rm, train_rows, "training set", limit_note)
     encoded_evals = {name: encode_rows(rm, ev.rows, f"evaluation set {name!r}", limit_note)
@@ -182,11 +173,11 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     timings["load_and_encode"] = time.perf_counter() - t0
 
     reference = [s for c, r in encoded_evals.values() for s in c + r]
-    checkpoints = path.with_suffix(".ckpt") if config.checkpoint_every else None
+    checkpoints = path.with_suffix(".ckpt") if run.checkpoint_every else None
     if force and checkpoints is not None and accelerator.is_main_process:
         remove_checkpoints(checkpoints)  # force: start afresh, not from an old checkpoint
     accelerator.wait_for_everyone()
-    history = train(rm, chosen, rejected, config, reference_sequences=reference, accelerator=accelerator,
+    history = train(rm, chosen, rejected, run, reference_sequences=reference, accelerator=accelerator,
                     checkpoint_dir=checkpoints)
     timings["train"] = history.seconds
 
@@ -195,10 +186,10 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     # one bar for all evaluation sets (build console only: notebooks keep stderr out of the pages)
     bar = tqdm(total=sum(len(set(c + r)) for c, r in encoded_evals.values()), unit="seq", mininterval=2.0,
-               desc=f"evaluate {rm_type.upper()}-RM", disable=not (config.progress and accelerator.is_main_process))
+               desc=f"evaluate {run.rm_type.upper()}-RM", disable=not (run.progress and accelerator.is_main_process))
     for name, (c, r) in encoded_evals.items():  # under the accelerator's autocast (rmlib.distributed)
         evals[name] = {"category": eval_sets[name].category,
-                       **evaluate_distributed(rm, c, r, accelerator, eval_batch_size,
+                       **evaluate_distributed(rm, c, r, accelerator, run.eval_batch_size,
                                               engine_model=history.engine_model if sharded else None,
                                               progress=bar)}
     bar.close()
@@ -217,7 +208,7 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
         record["after_training"] = after
     if saved is not None:
         if accelerator.is_main_process:
-            save_run_model(rm, saved, model, config.seed, prepare=prepare, precision=resolved.mode)
+            save_run_model(rm, saved, model, run.seed, prepare=prepare, precision=resolved.mode)
         record["saved_model"] = str(saved)
     if accelerator.is_main_process:
         write_json_atomic(path, record)

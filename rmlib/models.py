@@ -20,10 +20,11 @@ import importlib.util
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 OFFLINE_DEFAULT = "smollm2-135m-instruct"
 TINY_RANDOM = "tiny-random"
@@ -42,6 +43,7 @@ PAPER_MODELS = {
     "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
     "gemma-2-2b-it": "google/gemma-2-2b-it",
 }
+MODEL_NAMES = (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS)  # every name rmlib knows (hub ids work too)
 
 
 class ModelNotAvailable(RuntimeError):
@@ -169,10 +171,13 @@ def hidden_size(model) -> int:
     return getattr(config, "hidden_size", None) or config.get_text_config().hidden_size
 
 
-def model_config(name: str):
-    name = PAPER_MODELS.get(name, name)
-    if name == TINY_RANDOM:
-        return tiny_random_config(len(load_tokenizer(name)))
-    if name == OFFLINE_DEFAULT:
-        return AutoConfig.from_pretrained(smollm2_folder())
-    return _from_hub_or_path(AutoConfig, name)
+@contextmanager
+def eval_mode(module: torch.nn.Module):
+    """``module`` in eval mode inside the ``with`` block, then back in the mode it was in (training or not),
+    also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

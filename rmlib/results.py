@@ -23,14 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
-TIDY_COLUMNS = ["setting", "model", "rm_type", "variant", "seed", "lr", "epochs", "batch_size", "beta",
-                "precision", "eval_set", "category", "accuracy", "margin", "n", "train_loss", "train_accuracy",
-                "run_id"]
+from .runconfig import RunConfig
+
+# A run's fields shown in tables (RunConfig.COLUMNS), then one evaluation set's numbers.
+TIDY_COLUMNS = [*RunConfig.COLUMNS, "eval_set", "category", "accuracy", "margin", "n", "train_loss",
+                "train_accuracy", "run_id"]
 
 # The rmlib modules whose code computes the numbers of a run. A NEW MODULE THAT COMPUTES NUMBERS MUST BE
 # ADDED HERE, or editing it would not invalidate results made by its old code.
 NUMERICAL_MODULES = ("models", "formatting", "batching", "rewards", "losses", "metrics", "training", "checkpoint",
-                     "experiment", "data", "distributed", "generation", "tasks/hamiltonian",
+                     "runconfig", "experiment", "data", "distributed", "generation", "tasks/hamiltonian",
                      "tasks/persona", "tasks/realworld", "precision",
                      "analysis/token_logprobs")  # the token view stored with an IM-RM run
 CURRENT = "current"  # iter_runs' default: the runs of this code_version()
@@ -127,8 +129,7 @@ def tidy(runs) -> pd.DataFrame:
         spec, history = run["spec"], run.get("history", {})
         last_epoch = history.get("epochs", [{}])[-1] if history.get("epochs") else {}
         for name, ev in run["evals"].items():
-            rows.append({**{k: spec.get(k) for k in ("setting", "model", "rm_type", "variant", "seed", "lr",
-                                                     "epochs", "batch_size", "beta", "precision")},
+            rows.append({**{k: spec.get(k) for k in RunConfig.COLUMNS},
                          **spec.get("extra", {}),
                          "eval_set": name, "category": ev.get("category"), "accuracy": ev["accuracy"],
                          "margin": ev["margin"], "n": ev["n"], "train_loss": last_epoch.get("train_loss"),

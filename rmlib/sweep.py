@@ -3,8 +3,7 @@
 Each run writes its own results file atomically when it finishes (:func:`rmlib.experiment.run_experiment`),
 so a failure -- a bad parameter, a data problem, a crash inside training -- cannot damage the results of
 the runs before or after it. :func:`run_sweep` returns a :class:`SweepReport`; its :meth:`~SweepReport.summary`
-lists every failed run with its parameters and error, and :meth:`~SweepReport.raise_if_failed` turns
-failures into one :class:`SweepFailed` at the end. ``KeyboardInterrupt`` is not caught.
+lists every failed run with its parameters and error. ``KeyboardInterrupt`` is not caught.
 """
 
 from __future__ import annotations
@@ -13,10 +12,6 @@ import itertools
 import sys
 import traceback
 from dataclasses import dataclass, field
-
-
-class SweepFailed(RuntimeError):
-    """One or more runs of a sweep failed (the message lists them with their parameters)."""
 
 
 @dataclass
@@ -32,20 +27,12 @@ class SweepReport:
     outcomes: list = field(default_factory=list)    # one per run, None where the run failed
     failures: list[SweepFailure] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
     def summary(self) -> str:
         done = sum(o is not None for o in self.outcomes)
         lines = [f"{done} of {len(self.outcomes)} runs finished, {len(self.failures)} failed"]
         for f in self.failures:
             lines.append(f"  run {f.index} failed with {f.error}\n    parameters: {f.params}")
         return "\n".join(lines)
-
-    def raise_if_failed(self) -> None:
-        if self.failures:
-            raise SweepFailed(self.summary())
 
 
 def grid(axes: dict[str, list]) -> list[dict]:

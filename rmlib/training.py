@@ -40,40 +40,10 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .batching import micro_batches, packed_length
 from .formatting import Encoded
+from .metrics import correctness
 from .precision import (Precision, PrecisionError, autocast, check_launch_config, refuse_low_precision_weights,
                         resolve_precision)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 1
-    lr: float = 1e-6
-    batch_size: int = 32
-    micro_batch_size: int = 8
-    seed: int = 0
-    max_steps: int | None = None
-    shuffle: bool = True
-    progress: bool = True
-    checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs train's checkpoint_dir)
-    max_tokens_per_micro_batch: int | None = None  # padded tokens of a micro-batch (None: micro_batch_size only)
-    gradient_checkpointing: bool = False  # recompute the decoder layers' activations in the backward pass
-
-    def __post_init__(self):
-        for key in ("epochs", "batch_size", "micro_batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{key} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
-            raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr!r}")
-        for key in ("max_steps", "checkpoint_every", "max_tokens_per_micro_batch"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"TrainConfig.{key} must be None or an integer >= 1, got {value!r}")
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ValueError(f"TrainConfig.gradient_checkpointing must be a bool, got {self.gradient_checkpointing!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .runconfig import RunConfig
 
 
 @dataclass
@@ -177,17 +147,11 @@ def enable_gradient_checkpointing(rm) -> None:
     rm.lm.config.use_cache = False
 
 
-def _identity(rm, config: TrainConfig, n: int, mixed_precision: str) -> dict:
-    """What a checkpoint must agree on to be resumed (everything that changes the trajectory)."""
-    return {"n_pairs": n, "rm_type": rm.kind, "variant": rm.variant, "seed": config.seed, "lr": config.lr,
-            "epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
-            "shuffle": config.shuffle, "mixed_precision": mixed_precision}
-
-
-def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfig,
+def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
           reference_sequences: list[Encoded] = (), accelerator=None, on_step=None,
           checkpoint_dir: str | Path | None = None) -> TrainHistory:
-    """Train ``rm`` in place on the pairs ``(chosen[i], rejected[i])``.
+    """Train ``rm`` in place on the pairs ``(chosen[i], rejected[i])`` with the optimizer, micro-batching,
+    checkpointing and progress settings of ``config`` (its model and data fields are the caller's business).
 
     For an IM-RM, reference log-probs of the training pairs and of ``reference_sequences`` (the
     evaluation sets) are computed first, with the initial weights, and cached.
@@ -205,7 +169,7 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
     rank, world = accelerator.process_index, accelerator.num_processes
     rm.to(accelerator.device)
     n = len(chosen)
-    identity = _identity(rm, config, n, accelerator.mixed_precision)
+    identity = config.checkpoint_identity(rm.kind, rm.variant, n, accelerator.mixed_precision)
     resume = None
     if checkpoint_dir is not None:
         if accelerator.is_main_process:
@@ -280,8 +244,8 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: TrainConfi
                 accelerator.backward(loss * (scale * len(idx) * world / len(step_pairs)))
             step_tokens += batch.num_tokens * int(scale)
             step_loss += scale * float(loss.detach()) * len(idx)
-            step_correct += scale * float(((r_chosen > r_rejected).float()
-                                                  + 0.5 * (r_chosen == r_rejected).float()).sum())
+            step_correct += scale * float(correctness(r_chosen.detach().float().cpu().numpy(),
+                                                      r_rejected.detach().float().cpu().numpy()).sum())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

@@ -1,5 +1,5 @@
 """benchmarks/bench_training.py: the parts that run without TRL or training (options, verdicts, row
-selection, the matmul peak child, the TrainConfig pass-through). The benchmark itself is run by hand."""
+selection, the matmul peak child, the RunConfig pass-through). The benchmark itself is run by hand."""
 
 import dataclasses
 import importlib.util
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rmlib import training
+from rmlib.runconfig import RunConfig
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
 spec = importlib.util.spec_from_file_location("bench_training", PATH)
@@ -54,14 +54,22 @@ def test_peak_child_reports_both_dtypes():
 
 def test_max_tokens_per_micro_batch_only_where_train_config_has_it(monkeypatch):
     spec = {"lr": 1e-6, "batch_size": 4, "micro_batch_size": 2, "steps": 1, "max_tokens_per_micro_batch": 512}
-    if "max_tokens_per_micro_batch" not in training.TrainConfig.__dataclass_fields__:
-        assert bench._train_config(spec).batch_size == 4  # ignored, no error
-
-        @dataclasses.dataclass
-        class WithBudget(training.TrainConfig):
-            max_tokens_per_micro_batch: int | None = None
-
-        monkeypatch.setattr(training, "TrainConfig", WithBudget)
+    assert bench.train_config_class() is RunConfig
     assert bench._train_config(spec).max_tokens_per_micro_batch == 512
-    default = training.TrainConfig.__dataclass_fields__["max_tokens_per_micro_batch"].default
+    default = RunConfig.__dataclass_fields__["max_tokens_per_micro_batch"].default
     assert bench._train_config(dict(spec, max_tokens_per_micro_batch=None)).max_tokens_per_micro_batch == default
+
+    @dataclasses.dataclass
+    class Older:  # an older rmlib's TrainConfig, without a token budget: the option is ignored, no error
+        epochs: int = 1
+        lr: float = 1e-6
+        batch_size: int = 32
+        micro_batch_size: int = 8
+        seed: int = 0
+        shuffle: bool = True
+        max_steps: int | None = None
+        progress: bool = True
+
+    monkeypatch.setattr(bench, "train_config_class", lambda: Older)
+    older = bench._train_config(spec)
+    assert older.batch_size == 4 and not hasattr(older, "max_tokens_per_micro_batch")

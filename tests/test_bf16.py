@@ -19,7 +19,8 @@ from rmlib.rewards import encode_pairs
 from rmlib.models import load_model
 from rmlib.precision import PrecisionError
 from rmlib.rewards import build_reward_model, response_token_logprobs, sequence_logprobs
-from rmlib.training import TrainConfig, make_accelerator, train
+from rmlib.runconfig import RunConfig
+from rmlib.training import make_accelerator, train
 
 LONG = "alpha beta gamma delta epsilon zeta eta theta " * 30  # ~240 response tokens
 
@@ -77,7 +78,7 @@ PAIRS = [
     {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
     {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously, since addition is hard."},
 ]
-ONE_STEP = TrainConfig(epochs=1, lr=1e-6, batch_size=3, micro_batch_size=3, max_steps=1, progress=False)
+ONE_STEP = RunConfig(epochs=1, lr=1e-6, batch_size=3, micro_batch_size=3, max_steps=1, progress=False)
 
 
 def _watch(rm) -> tuple[dict, dict]:

@@ -169,6 +169,14 @@ def test_pages_fold_code_and_keep_stderr_out(tmp_path):
     assert widgets == ["b"] and "Loading weights" in log.read_text()  # the progress widget left, the explorer stays
 
 
+def test_links_to_pages_outside_a_partial_build_become_plain_text():
+    """A build of some notebooks only (build(notebooks_dir=...)): intro.md's links to the others are text."""
+    text = "See {doc}`02_learning_dynamics`, {doc}`the dynamics <02_learning_dynamics>` and {doc}`the results <results>`."
+    out, missing = build_book._drop_missing_links(text, {"intro", "results"})
+    assert out == "See 02_learning_dynamics, the dynamics and {doc}`the results <results>`."
+    assert missing == ["02_learning_dynamics", "02_learning_dynamics"]
+
+
 def test_cdn_check_finds_remote_scripts_but_not_hyperlinks(tmp_path):
     (tmp_path / "a.html").write_text('<script src="https://cdn.jsdelivr.net/npm/x@1/dist/index.js"></script>'
                                      '<link rel="stylesheet" href="//example.org/style.css">'

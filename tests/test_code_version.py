@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from rmlib import results
-from rmlib.experiment import EvalSet, run_experiment
+from rmlib.data import EvalSet
+from rmlib.experiment import run_experiment
 from rmlib.results import OtherCodeVersionWarning, results_table, source_fingerprint, write_summary
-from rmlib.training import TrainConfig
+from rmlib.runconfig import RunConfig
 
 PAIRS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
          {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."}]
@@ -56,9 +57,9 @@ def test_every_module_is_classified():
 
 
 def _run(results_dir):
-    config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False)
-    return run_experiment("cv", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, results_dir,
-                          precision="fp32")
+    run = RunConfig(setting="cv", model="tiny-random", rm_type="ex", epochs=1, lr=1e-3, batch_size=2,
+                    micro_batch_size=2, progress=False, precision="fp32")
+    return run_experiment(run, PAIRS, {"e": EvalSet(PAIRS)}, results_dir)
 
 
 def test_results_not_reused_after_code_change(tmp_path, monkeypatch):

@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from rmlib.batching import collate
 from rmlib.metrics import accuracy, normalized_margin, win_rate
 from rmlib.rewards import encode_pairs
-from rmlib.experiment import EvalSet, run_experiment
+from rmlib.data import EvalSet
+from rmlib.experiment import run_experiment
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter, add_special_tokens
-from rmlib.models import load_model
+from rmlib.models import eval_mode, load_model
 from rmlib.results import results_table
 from rmlib.rewards import (ExplicitRM, GenerativeRM, ImplicitRM, gather_logprobs, score,
                            sequence_logprobs)
-from rmlib.training import TrainConfig, train
+from rmlib.runconfig import RunConfig
+from rmlib.training import train
 
 PAIRS = [
     {"prompt": "What is the capital of France?", "chosen": "Paris is the capital of France.",
@@ -171,18 +173,17 @@ def test_win_rate_tie_rule():
 
 def test_training_decreases_loss_and_writes_results(tmp_path):
     rows = PAIRS * 4
-    config = TrainConfig(epochs=4, lr=3e-3, batch_size=4, micro_batch_size=2, seed=0, progress=False)
     for rm_type in ("ex", "im"):
-        out = run_experiment("test", "tiny-random", rm_type, rows, {"train": EvalSet(PAIRS, "in-distribution")},
-                             config, tmp_path)
+        run = RunConfig(setting="test", model="tiny-random", rm_type=rm_type, epochs=4, lr=3e-3, batch_size=4,
+                        micro_batch_size=2, seed=0, progress=False)
+        out = run_experiment(run, rows, {"train": EvalSet(PAIRS, "in-distribution")}, tmp_path)
         epochs = out.record["history"]["epochs"]
         assert epochs[-1]["train_loss"] < epochs[0]["train_loss"], epochs
         assert out.path.exists() and json.loads(out.path.read_text())["run_id"] == out.record["run_id"]
-        other = run_experiment("test", "tiny-random", rm_type, rows, {"train": EvalSet(PAIRS)}, config,
-                               tmp_path, extra={"note": "another run"})
+        other = run_experiment(run.replace(extra={"note": "another run"}), rows, {"train": EvalSet(PAIRS)}, tmp_path)
         assert not other.reused and other.record["run_id"] != out.record["run_id"]
-        same = run_experiment("test", "tiny-random", rm_type, rows, {"train": EvalSet(PAIRS, "in-distribution")},
-                              config, tmp_path)
+        same = run_experiment(run.replace(micro_batch_size=4, eval_batch_size=2), rows,  # execution only
+                              {"train": EvalSet(PAIRS, "in-distribution")}, tmp_path)
         assert same.reused and same.record == out.record
     table = results_table(tmp_path, "test")
     assert set(table["rm_type"]) == {"ex", "im"} and len(table) == 4  # 2 types x 2 runs x 1 eval set
@@ -190,20 +191,45 @@ def test_training_decreases_loss_and_writes_results(tmp_path):
 
 
 def test_after_training_output_is_stored_and_reused_without_retraining(tmp_path):
-    config = TrainConfig(epochs=1, lr=1e-3, batch_size=4, micro_batch_size=4, seed=0, progress=False)
+    config = RunConfig(setting="test", model="tiny-random", rm_type="im", epochs=1, lr=1e-3, batch_size=4,
+                       micro_batch_size=4, seed=0, progress=False)
     calls = []
 
     def after(rm):  # e.g. samples of the IM-RM: needs the trained weights, stored with the run
         calls.append(rm.kind)
         return {"n_parameters": sum(p.numel() for p in rm.parameters()), "kind": rm.kind}
 
-    run = lambda: run_experiment("test", "tiny-random", "im", PAIRS, {"train": EvalSet(PAIRS)}, config, tmp_path,
-                                 after_training=after)
+    run = lambda: run_experiment(config, PAIRS, {"train": EvalSet(PAIRS)}, tmp_path, after_training=after)
     first = run()
     assert not first.reused and first.record["after_training"]["kind"] == "im" and calls == ["im"]
     assert json.loads(first.path.read_text())["after_training"] == first.record["after_training"]
     again = run()
     assert again.reused and again.record["after_training"] == first.record["after_training"] and calls == ["im"]
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    for training in (True, False):
+        module.train(training)
+        with eval_mode(module) as inside:
+            assert inside is module and not module.training and not module[1].training
+        assert module.training is training and module[1].training is training
+    module.train()
+    with pytest.raises(KeyError), eval_mode(module):
+        raise KeyError("boom")
+    assert module.training
+
+
+def test_train_accuracy_is_definition_1_with_ties_as_half(tiny):
+    """The history's train accuracy counts a tie (equal rewards: an EX-RM head of zeros) as 1/2."""
+    lm0, tok = tiny
+    lm, _ = load_model("tiny-random", dtype="float32", seed=0)
+    rm = ExplicitRM(lm, tok, seed=1)
+    torch.nn.init.zeros_(rm.head.weight)
+    chosen, rejected = encode_pairs(rm, PAIRS)
+    history = train(rm, chosen, rejected, RunConfig(epochs=1, lr=1e-12, batch_size=len(PAIRS), micro_batch_size=1,
+                                                    max_steps=1, progress=False))
+    assert history.steps[0]["accuracy"] == 0.5 and history.epochs[0]["train_accuracy"] == 0.5
 
 
 def test_gradient_accumulation_is_exact(tiny):
@@ -214,8 +240,8 @@ def test_gradient_accumulation_is_exact(tiny):
         lm, _ = load_model("tiny-random", dtype="float32", seed=0)
         rm = ExplicitRM(lm, tok, seed=1)
         chosen, rejected = encode_pairs(rm, PAIRS + PAIRS[:1])
-        train(rm, chosen, rejected, TrainConfig(epochs=1, lr=1e-2, batch_size=4, micro_batch_size=micro,
-                                                max_steps=1, progress=False))
+        train(rm, chosen, rejected, RunConfig(epochs=1, lr=1e-2, batch_size=4, micro_batch_size=micro,
+                                              max_steps=1, progress=False))
         weights.append(rm.head.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(weights[0], weights[2], rtol=1e-5, atol=1e-7)

@@ -171,3 +171,13 @@ def test_hub_processing_of_rewardbench_math(monkeypatch):
     assert [r["prompt"] for r in test] == [f"q{i}" for i in want_test] and len(test) == 200
     with pytest.raises(ValueError, match="fewer than the official test pool of 492"):
         data.from_hub("rewardbench_code", "train", tokenizer=tok)  # 50 "hep" rows only
+
+
+def test_subsample_keeps_a_seeded_subset_in_order():
+    rows = list(range(20))
+    kept = data.subsample(rows, 5, seed=3)
+    assert kept == sorted(kept) and len(set(kept)) == 5 and kept == data.subsample(rows, 5, seed=3)
+    import random
+    assert kept == sorted(random.Random(3).sample(range(20), 5))  # the draw load_preferences(limit=) has always made
+    assert data.subsample(rows, 5, seed=4) != kept
+    assert data.subsample(rows, None, 0) == rows == data.subsample(rows, 20, 0) and data.subsample(rows, 0, 0) == []

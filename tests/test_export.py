@@ -276,14 +276,15 @@ def test_cli_saves_the_trained_model_on_request_only(tmp_path):
 def test_run_experiment_saves_an_im_rm_with_its_reference(tmp_path, prepared):
     """Without a prepare step pi_ref is named (tiny-random, seed); with one that adds special tokens
     (hamiltonian.prepare_model) the initial model is rebuilt as the run built it and saved."""
-    from rmlib.experiment import EvalSet, run_experiment
+    from rmlib.data import EvalSet
+    from rmlib.experiment import run_experiment
+    from rmlib.runconfig import RunConfig
     from rmlib.tasks.hamiltonian import prepare_model
-    from rmlib.training import TrainConfig
 
-    config = TrainConfig(epochs=2, lr=1e-2, batch_size=3, micro_batch_size=3, progress=False, seed=1)
-    outcome = run_experiment("im", "tiny-random", "im", ROWS, {"e": EvalSet(ROWS)}, config, tmp_path / "results",
-                             beta=0.5, precision="fp32", prepare=prepare_model if prepared else None,
-                             save_model_dir=tmp_path / "models")
+    run = RunConfig(setting="im", model="tiny-random", rm_type="im", beta=0.5, precision="fp32", epochs=2, lr=1e-2,
+                    batch_size=3, micro_batch_size=3, progress=False, seed=1)
+    outcome = run_experiment(run, ROWS, {"e": EvalSet(ROWS)}, tmp_path / "results",
+                             prepare=prepare_model if prepared else None, save_model_dir=tmp_path / "models")
     folder = Path(outcome.record["saved_model"])
     reference = json.loads((folder / META_FILE).read_text())["im"]["reference"]
     assert reference["by"] == ("folder" if prepared else "name") and reference["cache_max_abs_diff"] < 1e-4

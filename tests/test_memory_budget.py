@@ -10,12 +10,14 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from rmlib import cli
 from rmlib.batching import collate_pairs, micro_batches, packed_length, padded_tokens
 from rmlib.rewards import encode_pairs
-from rmlib.experiment import EvalSet, run_experiment
+from rmlib.data import EvalSet
+from rmlib.experiment import run_experiment
 from rmlib.formatting import Encoded
 from rmlib.models import load_model
 from rmlib.params import ParameterError
 from rmlib.rewards import build_reward_model
-from rmlib.training import TrainConfig, enable_gradient_checkpointing, train
+from rmlib.runconfig import RunConfig
+from rmlib.training import enable_gradient_checkpointing, train
 
 SHORT = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
          {"prompt": "Add 2 and 3.", "chosen": "5", "rejected": "2 + 3 = 6"},
@@ -95,7 +97,7 @@ def _train(rm_type, tok, chosen, rejected, epochs=2, lr=1e-4, **options):
         grads.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups for p in group["params"]]))
 
     rm.collate_pairs = recorded
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=4, micro_batch_size=4, seed=0, progress=False, **options)
+    config = RunConfig(epochs=epochs, lr=lr, batch_size=4, micro_batch_size=4, seed=0, progress=False, **options)
     hook = register_optimizer_step_pre_hook(gradient)
     try:
         history = train(rm, chosen, rejected, config)
@@ -187,7 +189,7 @@ def test_training_with_gradient_checkpointing_gives_the_same_run(tiny, rm_type):
                                      {"gradient_checkpointing": None}])
 def test_train_config_refuses_bad_memory_options(options):
     with pytest.raises(ValueError, match=next(iter(options))):
-        TrainConfig(**options)
+        RunConfig(**options)
 
 
 def test_cli_spec_and_run_identity_hold_the_memory_options(tmp_path):
@@ -201,9 +203,9 @@ def test_cli_spec_and_run_identity_hold_the_memory_options(tmp_path):
         cli.check_spec({"gradient_checkpointing": "on"})
     ids = set()
     for options in ({}, {"max_tokens_per_micro_batch": 64}, {"gradient_checkpointing": True}):
-        config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False, **options)
-        out = run_experiment("budget", "tiny-random", "ex", SHORT[:2], {"e": EvalSet(SHORT[:2])}, config, tmp_path,
-                             precision="fp32")
+        config = RunConfig(setting="budget", model="tiny-random", rm_type="ex", precision="fp32", epochs=1, lr=1e-3,
+                           batch_size=2, micro_batch_size=2, progress=False, **options)
+        out = run_experiment(config, SHORT[:2], {"e": EvalSet(SHORT[:2])}, tmp_path)
         assert out.record["spec"]["max_tokens_per_micro_batch"] == config.max_tokens_per_micro_batch
         assert out.record["spec"]["gradient_checkpointing"] == config.gradient_checkpointing
         ids.add(out.record["run_id"])

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from rmlib import cli, precision as prec
-from rmlib.experiment import EvalSet, run_experiment
+from rmlib.data import EvalSet
+from rmlib.experiment import run_experiment
 from rmlib.params import ParameterError
 from rmlib.precision import Precision, PrecisionError, decide_cpu, probe_cpu, resolve_precision
 from rmlib.results import results_table
-from rmlib.training import TrainConfig, make_accelerator
+from rmlib.runconfig import RunConfig
+from rmlib.training import make_accelerator
 
 PAIRS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
          {"prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "2 + 3 = 6, obviously."}]
@@ -100,9 +102,10 @@ def test_dtype_bfloat16_is_refused_naming_the_smallest_update(tmp_path):
         cli.check_spec({"dtype": "float32", "precision": "bf16-mixed"})
     with pytest.raises(ParameterError, match="'precision'"):
         cli.check_spec({"precision": "bf16"})
-    config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False)
+    config = RunConfig(setting="p", model="tiny-random", epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2,
+                       progress=False)
     with pytest.warns(DeprecationWarning), pytest.raises(PrecisionError, match="bf16-mixed"):
-        run_experiment("p", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, tmp_path, dtype="bfloat16")
+        run_experiment(config, PAIRS, {"e": EvalSet(PAIRS)}, tmp_path, dtype="bfloat16")
 
 
 def test_launch_config_that_disagrees_is_refused(monkeypatch):
@@ -128,8 +131,9 @@ def test_accelerators_of_both_precisions_in_one_process():
 
 def test_resolved_precision_is_recorded_in_the_results_file(tmp_path, probe_cache, monkeypatch):
     monkeypatch.setattr(prec, "time_matmul", fake_measure(262, 2500))  # "auto" here: as on a CPU with AMX
-    config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False)
-    runs = {p: run_experiment("p", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, tmp_path, precision=p)
+    config = RunConfig(setting="p", model="tiny-random", epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2,
+                       progress=False)
+    runs = {p: run_experiment(config.replace(precision=p), PAIRS, {"e": EvalSet(PAIRS)}, tmp_path)
             for p in ("auto", "fp32")}
     stored = json.loads(runs["auto"].path.read_text())
     assert stored["precision"]["requested"] == "auto" and stored["precision"]["mode"] == "bf16-mixed"
@@ -137,8 +141,7 @@ def test_resolved_precision_is_recorded_in_the_results_file(tmp_path, probe_cach
     assert stored["precision"]["probe"]["fp32_gflops"] == 262 and stored["spec"]["precision"] == "bf16-mixed"
     assert json.loads(runs["fp32"].path.read_text())["precision"]["mode"] == "fp32"
     assert runs["auto"].record["run_id"] != runs["fp32"].record["run_id"]  # the run id has the resolved mode
-    explicit = run_experiment("p", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, tmp_path,
-                              precision="bf16-mixed")
+    explicit = run_experiment(config.replace(precision="bf16-mixed"), PAIRS, {"e": EvalSet(PAIRS)}, tmp_path)
     assert explicit.reused and explicit.record["run_id"] == runs["auto"].record["run_id"]  # same computation
     assert sorted(results_table(tmp_path, "p")["precision"]) == ["bf16-mixed", "fp32"]
 
@@ -154,11 +157,11 @@ def test_shipped_launch_configs_leave_precision_to_the_spec():
 
 
 def test_accelerator_passed_in_sets_auto_and_must_match_an_explicit_precision(tmp_path):
-    config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2, progress=False)
-    run = run_experiment("a", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, tmp_path,
-                         accelerator=make_accelerator("fp32"))
+    config = RunConfig(setting="a", model="tiny-random", epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2,
+                       progress=False)
+    run = run_experiment(config, PAIRS, {"e": EvalSet(PAIRS)}, tmp_path, accelerator=make_accelerator("fp32"))
     assert run.record["precision"] == {"mode": "fp32", "reason": "the accelerator passed in", "requested": "auto",
                                        "probe": None}
     with pytest.raises(PrecisionError, match="accelerator passed in runs mixed_precision 'no'"):
-        run_experiment("a", "tiny-random", "ex", PAIRS, {"e": EvalSet(PAIRS)}, config, tmp_path,
-                       precision="bf16-mixed", accelerator=make_accelerator("fp32"))
+        run_experiment(config.replace(precision="bf16-mixed"), PAIRS, {"e": EvalSet(PAIRS)}, tmp_path,
+                       accelerator=make_accelerator("fp32"))

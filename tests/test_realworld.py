@@ -202,7 +202,7 @@ def test_example_correctness_counts_ties_as_half():
 def test_tiny_end_to_end_run_merges_into_tables(data_dir, tmp_path):
     from rmlib.experiment import run_experiment
     from rmlib.results import results_table
-    from rmlib.training import TrainConfig
+    from rmlib.runconfig import RunConfig
 
     tok = load_tokenizer("tiny-random")
     loaded = rw.load_setting("chat", tok, max_length=100, n_train=4, n_eval=3, data_dir=data_dir,
@@ -210,9 +210,9 @@ def test_tiny_end_to_end_run_merges_into_tables(data_dir, tmp_path):
     setting = loaded.setting.results_setting
     for rm_type in ("ex", "im"):
         for seed in (0, 1):
-            out = run_experiment(setting, "tiny-random", rm_type, loaded.train_rows, loaded.eval_sets(),
-                                 TrainConfig(epochs=1, lr=1e-3, batch_size=4, micro_batch_size=2, seed=seed,
-                                             progress=False), tmp_path / "results", max_length=100)
+            run = RunConfig(setting=setting, model="tiny-random", rm_type=rm_type, max_length=100, epochs=1, lr=1e-3,
+                            batch_size=4, micro_batch_size=2, seed=seed, progress=False)
+            out = run_experiment(run, loaded.train_rows, loaded.eval_sets(), tmp_path / "results")
             assert not out.reused
     frame = rw.add_rm_column(results_table(tmp_path / "results", setting))
     assert len(frame) == 2 * 2 * 2

@@ -16,7 +16,7 @@ import torch
 from rmlib.tasks import persona
 from rmlib.experiment import run_experiment
 from rmlib.rewards import score
-from rmlib.training import TrainConfig
+from rmlib.runconfig import RunConfig
 from rmlib import widgets as W
 from rmlib import widgets as W
 from rmlib.widgets import score_panel as SP
@@ -32,10 +32,10 @@ def trained(tmp_path_factory):
     setting = persona.load_setting(n_train=8, n_test=4, seed=0, n_eval_train_prompts=2)
     records = []
     for rm_type in ("ex", "im"):
-        config = TrainConfig(epochs=2, lr=1e-3, batch_size=4, micro_batch_size=4, seed=0)
-        out = run_experiment("panel_test", "tiny-random", rm_type, setting.train_rows, setting.eval_sets, config,
-                             root / "results", beta=BETA, precision="fp32", prepare=persona.prepare_model,
-                             save_model_dir=root / "models")
+        run = RunConfig(setting="panel_test", model="tiny-random", rm_type=rm_type, beta=BETA, precision="fp32",
+                        epochs=2, lr=1e-3, batch_size=4, micro_batch_size=4, seed=0)
+        out = run_experiment(run, setting.train_rows, setting.eval_sets, root / "results",
+                             prepare=persona.prepare_model, save_model_dir=root / "models")
         records.append(out.record)
     return records, setting, SP.load_panel_models(records)
 

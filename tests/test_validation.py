@@ -1,7 +1,7 @@
 """Bad input gets a clear error naming the problem, before any expensive work."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 import os
 import subprocess
 import sys
@@ -12,12 +12,12 @@ import papermill as pm
 import pytest
 import yaml
 
-from rmlib import cli
-from rmlib.data import DataNotAvailable, load_preferences
-from rmlib.experiment import EmptyDataset, EvalSet, run_experiment
+from rmlib import cli, results
+from rmlib.data import DataNotAvailable, EvalSet, load_preferences
+from rmlib.experiment import EmptyDataset, run_experiment
 from rmlib.formatting import SequenceTooLong
 from rmlib.params import NotebookConfig, Param, ParameterError, param, validate
-from rmlib.training import TrainConfig
+from rmlib.runconfig import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
@@ -123,23 +123,23 @@ def test_empty_data_set_after_filtering(tmp_path):
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in bad) + "\n")
     with pytest.raises(ValueError, match=r"data set 'ultrafeedback' split 'train' from .* has no usable rows"):
         load_preferences("ultrafeedback", "train", data_dir=tmp_path, on_error="drop")
-    config = TrainConfig(max_steps=1, progress=False)
+    run = RunConfig(setting="empty", model="tiny-random", max_steps=1, progress=False)
     with pytest.raises(EmptyDataset, match="training set is empty"):
-        run_experiment("empty", "tiny-random", "ex", [], {"test": EvalSet(ROWS)}, config, tmp_path)
+        run_experiment(run, [], {"test": EvalSet(ROWS)}, tmp_path)
     with pytest.raises(EmptyDataset, match="evaluation set 'ood' is empty"):
-        run_experiment("empty", "tiny-random", "ex", ROWS, {"ood": EvalSet([])}, config, tmp_path)
+        run_experiment(run, ROWS, {"ood": EvalSet([])}, tmp_path)
 
 
 def test_response_longer_than_the_model_context(tmp_path):
     """max_length defaults to the model's context (tiny-random: max_position_embeddings = 2048)."""
     rows = ROWS + [{"prompt": "Talk.", "chosen": "Fine.", "rejected": "alpha " * 2100}]
-    config = TrainConfig(max_steps=1, progress=False)
+    run = RunConfig(setting="long", model="tiny-random", max_steps=1, progress=False)
     with pytest.raises(SequenceTooLong, match=r"training set, row 2, rejected response: sequence of \d+ tokens "
                                               r"exceeds max_length=2048 .*max_position_embeddings=2048"):
-        run_experiment("long", "tiny-random", "ex", rows, {"test": EvalSet(ROWS)}, config, tmp_path)
+        run_experiment(run, rows, {"test": EvalSet(ROWS)}, tmp_path)
     with pytest.raises(SequenceTooLong, match=r"max_length=4096 exceeds the context of model 'tiny-random' "
                                               r"\(max_position_embeddings=2048\)"):
-        run_experiment("long", "tiny-random", "ex", ROWS, {"test": EvalSet(ROWS)}, config, tmp_path, max_length=4096)
+        run_experiment(run.replace(max_length=4096), ROWS, {"test": EvalSet(ROWS)}, tmp_path)
     assert not list(tmp_path.glob("long/*.json"))
 
 
@@ -303,3 +303,48 @@ def test_notebook_config_takes_the_notebook_globals_and_checks_them():
 def test_notebook_config_names_the_bad_parameter(change, expected):
     with pytest.raises(ParameterError, match=expected):
         _ExampleConfig.from_dict(change)
+
+
+# ------------------------------------------------------------------------------------------- RunConfig
+
+def test_run_identity_is_every_field_but_the_execution_ones():
+    run = RunConfig(setting="s", model="tiny-random", rm_type="ex", beta=0.5, lr=1e-3, micro_batch_size=2,
+                    eval_batch_size=4, checkpoint_every=3, progress=False, extra={"n": 1})
+    spec = run.identity()
+    assert set(spec) == {f.name for f in fields(RunConfig)} - set(RunConfig.EXECUTION)
+    assert spec["beta"] is None and spec["lr"] == 1e-3 and spec["extra"] == {"n": 1}  # beta: IM-RMs only
+    assert run.replace(rm_type="im").identity()["beta"] == 0.5
+    assert run.replace(micro_batch_size=1, eval_batch_size=1, checkpoint_every=None, progress=True).identity() == spec
+    assert set(RunConfig.COLUMNS) <= set(spec) and results.TIDY_COLUMNS[:len(RunConfig.COLUMNS)] == list(RunConfig.COLUMNS)
+    ckpt = run.checkpoint_identity("im", "ref", 10, "bf16")
+    assert ckpt == {**spec, "rm_type": "im", "variant": "ref", "n_pairs": 10, "mixed_precision": "bf16"}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"lr": 1.5}, r"'lr' = 1.5 is above its maximum"),
+    ({"epochs": 0}, r"'epochs' = 0 is below its minimum 1"),
+    ({"rm_type": "dpo"}, r"'rm_type' = 'dpo' is not accepted"),
+    ({"precision": "bf16"}, r"'precision' = 'bf16' is not accepted"),
+    ({"max_steps": 2.0}, r"'max_steps' must be int, got float"),
+    ({"shuffle": None}, r"'shuffle' must not be None"),
+])
+def test_run_config_names_the_bad_field(change, expected):
+    with pytest.raises(ParameterError, match=expected):
+        RunConfig(**change)
+
+
+def test_run_config_normalizes_numbers_and_lets_a_micro_batch_exceed_a_direct_batch():
+    assert RunConfig(beta=1).beta == 1.0 and isinstance(RunConfig(beta=1).beta, float)  # same run id as 1.0
+    assert RunConfig(batch_size=2).micro_batch_size == 8  # one micro-batch per step, as before
+    with pytest.raises(ParameterError, match="larger than 'batch_size'"):  # from_dict: checked as the CLI does
+        RunConfig.from_dict({"batch_size": 2})
+
+
+def test_cli_spec_keys_are_the_run_fields_and_the_data_keys():
+    run_fields = {f.name for f in fields(RunConfig)}
+    assert set(cli.DEFAULTS) == set(cli.SCHEMA) == run_fields | {"drop_longer", "results_dir", "save_model_dir",
+                                                                 "data_dir", "data_seed", "train", "eval"}
+    spec = cli.check_spec({})
+    for key in run_fields - set(cli.CLI_RUN_DEFAULTS):  # the CLI's own defaults: setting, memory, checkpoints
+        assert spec[key] == RunConfig.__dataclass_fields__[key].default or key == "extra", key
+    assert (spec["setting"], spec["checkpoint_every"]) == ("cli", 50)

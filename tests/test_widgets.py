@@ -102,16 +102,3 @@ def test_training_payload_subsamples_and_checks_lengths():
         W.training_payload({}, steps, [bad])
     widget = W.TrainingView(data=data)
     assert "training-view" in widget._esm
-
-
-def test_embed_widget_state(tmp_path):
-    import nbformat
-
-    path = tmp_path / "nb.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(), str(path))
-    widget = W.TrainingView(data={"meta": {}, "steps": [0], "examples": []})
-    W.embed_widget_state(path, W.widget_state([widget]))
-    nb = nbformat.read(str(path), as_version=4)
-    state = nb.metadata["widgets"][W.WIDGET_STATE_MIME]["state"]
-    assert widget.model_id in state
-    assert "training-view" in state[widget.model_id]["state"]["_esm"]

@@ -17,9 +17,6 @@ embedded in an executed notebook, in a static jupyter-book page with no kernel a
 Stable DOM names for browser tests: ``.rho-explorer``, ``select.rho-pair``, ``rect.rho-cell[data-k][data-l]``,
 ``.rho-token`` (``rho-token-active`` while its cell is hovered), ``.rho-readout``, ``.rho-totals``;
 ``.training-view``, ``select.tv-example``, ``svg.tv-panel[data-rm]``, ``polyline.tv-line``, ``input.tv-step``.
-
-:func:`embed_widget_state` writes the widget state into an executed notebook's metadata, for runners
-that do not store it themselves (nbclient/papermill normally do).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ TRAINING_ESM = HERE / "training_view.js"
 CSS = HERE / "widgets.css"
 DOM_HELPERS = HERE / "dom.js"  # svgEl, htmlEl: put in front of every widget's module
 MAX_PAYLOAD_BYTES = 400_000  # per widget; a book page embeds the JSON once
-WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
 
 def quantize(x: float, digits: int = 3) -> float:
@@ -151,31 +147,6 @@ class TrainingView(anywidget.AnyWidget):
     _esm = esm_source(TRAINING_ESM)
     _css = CSS
     data = traitlets.Dict().tag(sync=True)
-
-
-def widget_state(widgets) -> dict:
-    """The widget-state document ({"version_major", "version_minor", "state"}) of the given widgets and
-    everything they reference, as jupyter-widgets' html manager reads it."""
-    import ipywidgets
-
-    state = {}
-    for w in widgets:
-        for model_id, entry in ipywidgets.Widget.get_manager_state(widgets=[w])["state"].items():
-            state[model_id] = entry
-    return {"version_major": 2, "version_minor": 0, "state": state}
-
-
-def embed_widget_state(notebook_path: str | Path, state: dict) -> None:
-    """Write ``state`` (see :func:`widget_state`) into ``metadata.widgets`` of a saved notebook, merging
-    with what is already stored there."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook_path), as_version=4)
-    widgets = nb.metadata.setdefault("widgets", {})
-    current = widgets.get(WIDGET_STATE_MIME, {"version_major": 2, "version_minor": 0, "state": {}})
-    current.setdefault("state", {}).update(state["state"])
-    widgets[WIDGET_STATE_MIME] = current
-    nbformat.write(nb, str(notebook_path))
 
 
 def token_strings(tokenizer, ids) -> list[str]:
