@@ -1,13 +1,13 @@
-"""Notebook parameters: declared once, validated in the first cell, before any expensive work.
+"""Parameters declared once and checked before any expensive work: notebooks, runs and the command line.
 
-A notebook declares its parameters in a papermill ``parameters`` cell and a schema next to them::
-
-    SCHEMA = {"model": Param(str, choices=MODEL_NAMES), "epochs": Param(int, low=1), ...}
-
-and its next cell (after papermill's injected one) calls ``P = validate_notebook_params(globals(), SCHEMA)``.
-Any unknown key (a typo in a params file), wrong type, value out of range or unknown name raises
-:class:`ParameterError` naming the key and the accepted values. Profiles live in
-``params/<notebook>/<profile>.yaml`` and are read with :func:`load_profile`.
+A :class:`CheckedConfig` is a frozen dataclass whose fields carry their default, their type (the annotation)
+and their checks (:func:`param`: choices, range, a check of each list element, a further ``verify``); a
+subclass adds cross-checks in ``check()``. Each notebook's parameters are one (``rmlib.book.<page>.Config``,
+read from the notebook's globals by :meth:`CheckedConfig.from_namespace` right after papermill's injected
+cell), a training run's are :class:`rmlib.runconfig.RunConfig`. Any unknown key (a typo in a params file,
+with a "did you mean"), wrong type, value out of range or failed cross-check raises :class:`ParameterError`
+naming the key and the accepted values. Profiles live in ``params/<notebook>/<profile>.yaml`` and only
+override the defaults (:func:`load_profile`). :class:`Param` is the check of one value.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def check_model(name: str) -> None:
     """A model parameter must resolve: a name rmlib knows (offline or the paper's), a local folder with a
     ``config.json``, or a hub id found in the local Hugging Face cache or on the Hub. Raises
     :class:`ParameterError` listing the names that work offline otherwise (no weights are loaded)."""
-    from .models import OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
+    from .models import MODEL_NAMES, OFFLINE_DEFAULT, PAPER_MODELS, TINY_RANDOM
 
     if name in (TINY_RANDOM, OFFLINE_DEFAULT):
         return
@@ -97,7 +97,7 @@ def check_model(name: str) -> None:
         raise ParameterError(f"the folder {folder} has no config.json (not a saved model)")
     offline_names = f"names that work offline: {TINY_RANDOM!r}, {OFFLINE_DEFAULT!r}"
     if name.count("/") != 1:
-        raise ParameterError(f"not a known model name{did_you_mean(name, (TINY_RANDOM, OFFLINE_DEFAULT, *PAPER_MODELS))}, "
+        raise ParameterError(f"not a known model name{did_you_mean(name, MODEL_NAMES)}, "
                              f"a local folder, or a hub id of the form org/name; {offline_names}; the paper's: "
                              f"{', '.join(PAPER_MODELS)}")
     from huggingface_hub import model_info, try_to_load_from_cache
@@ -173,9 +173,7 @@ def load_profile(notebook: str, profile: str, params_dir: str | Path | None = No
         return yaml.safe_load(f) or {}
 
 
-# ----------------------------------------------------------------------------------- notebook configs
-# One declaration per parameter: a frozen dataclass per notebook, whose fields carry their defaults (the cpu
-# profile), types (the annotations) and checks (``param(...)``); the papermill cell's values go through it.
+# ------------------------------------------------------------------------------------ checked configs
 
 def param(default, *, choices=None, low=None, high=None, each: Param | None = None, verify=None,
           help: str = ""):
@@ -209,11 +207,12 @@ def _param_for(annotation, checks: dict) -> Param:
 
 
 @dataclass(frozen=True)
-class NotebookConfig:
-    """Base of the notebooks' parameters. A subclass names its params folder (``NOTEBOOK``), declares its
-    fields with :func:`param` and may add cross-checks in :meth:`check`. In the notebook::
+class CheckedConfig:
+    """Base of the notebooks' and runs' parameters. A subclass declares its fields with :func:`param`, may
+    add cross-checks in :meth:`check` and, for a notebook, names its params folder (``NOTEBOOK``). In a
+    notebook::
 
-        cfg = PersonaConfig.from_namespace(globals())   # after papermill's injected cell
+        cfg = page.Config.from_namespace(globals())   # right after papermill's injected cell
 
     Unknown keys (a typo in a profile), wrong types, values out of range and failed cross-checks raise
     :class:`ParameterError` naming the key, before any expensive work."""
@@ -226,7 +225,7 @@ class NotebookConfig:
         return {f.name: _param_for(hints[f.name], dict(f.metadata)) for f in fields(cls)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "NotebookConfig":
+    def from_dict(cls, values: dict) -> "CheckedConfig":
         """Defaults overridden by ``values``; every value checked."""
         defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}  # NB: the defaults pass check()
         checked = vars(validate({**defaults, **values}, cls.schema()))
@@ -235,7 +234,7 @@ class NotebookConfig:
         return config
 
     @classmethod
-    def from_namespace(cls, namespace: dict) -> "NotebookConfig":
+    def from_namespace(cls, namespace: dict) -> "CheckedConfig":
         """The parameters found in a notebook's globals (its parameters cell and papermill's injected one):
         every public global that is not a module, function, class or callable, so that a misspelled
         injected key is caught as unknown. When the cell runs again after the notebook has run (a config
@@ -250,7 +249,7 @@ class NotebookConfig:
         return cls.from_dict(values)
 
     @classmethod
-    def from_profile(cls, profile: str, **overrides) -> "NotebookConfig":
+    def from_profile(cls, profile: str, **overrides) -> "CheckedConfig":
         """``params/<NOTEBOOK>/<profile>.yaml`` over the defaults, then ``overrides``."""
         return cls.from_dict({**load_profile(cls.NOTEBOOK, profile), **overrides})
 
@@ -258,7 +257,7 @@ class NotebookConfig:
         """Cross-checks between fields; a subclass extends it (calling ``super().check()``)."""
         cross_check(asdict(self))
 
-    def replace(self, **changes) -> "NotebookConfig":
+    def replace(self, **changes) -> "CheckedConfig":
         return type(self).from_dict({**asdict(self), **changes})
 
     def _repr_markdown_(self) -> str:

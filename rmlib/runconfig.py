@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from .models import OFFLINE_DEFAULT
-from .params import NotebookConfig, param
+from .params import CheckedConfig, param
 from .precision import PRECISIONS
 from .rewards import RM_TYPES
 
 
 @dataclass(frozen=True)
-class RunConfig(NotebookConfig):
+class RunConfig(CheckedConfig):
     """A training run: what is trained on which model (``setting`` names the experiment it belongs to: its
     results live in ``<results_dir>/<setting>/``), the optimizer's settings (Adam, constant ``lr``; one step
     = ``batch_size`` pairs; ``epochs`` passes over the training pairs, at most ``max_steps`` steps, in an

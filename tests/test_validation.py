@@ -16,7 +16,7 @@ from rmlib import cli, results
 from rmlib.data import DataNotAvailable, EvalSet, load_preferences
 from rmlib.experiment import EmptyDataset, run_experiment
 from rmlib.formatting import SequenceTooLong
-from rmlib.params import NotebookConfig, Param, ParameterError, param, validate
+from rmlib.params import CheckedConfig, Param, ParameterError, param, validate
 from rmlib.runconfig import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_notebook_cells_show_what_they_compute():
 
 
 @dataclass(frozen=True)
-class _ExampleConfig(NotebookConfig):
+class _ExampleConfig(CheckedConfig):
     profile: str = param("cpu", choices=("smoke", "cpu", "paper"))
     models: list[str] = param(["tiny-random"])
     seeds: list[int] = param([0], each=Param(int, low=0))

@@ -22,7 +22,7 @@ from IPython.display import Markdown
 from . import plural, table, use_style
 from ..analysis import augmentation_effects as fx
 from ..analysis import stats
-from ..params import MODEL, NotebookConfig, Param, ParameterError, check_data_dir, param
+from ..params import MODEL, CheckedConfig, Param, ParameterError, check_data_dir, param
 from ..tasks import augmentation as aug
 from ..tasks import realworld as rw
 
@@ -30,7 +30,7 @@ NOTEBOOK = "05_augmentation"
 
 
 @dataclass(frozen=True)
-class Config(NotebookConfig):
+class Config(CheckedConfig):
     """The parameters of notebook 05; the defaults are the cpu profile (notebook 04's cpu protocol, so the
     'original' runs are notebook 04's)."""
 
@@ -144,7 +144,7 @@ def train_all(cfg: Config, data: dict[str, aug.AugmentationData]) -> tuple[dict,
     """Train (or reuse) every model x condition x seed x reward model, one progress line per run. Returns the
     run records per condition and one timing row per run (rows, steps, reused, wall time, final fit)."""
     from ..experiment import run_experiment
-    from ..training import TrainConfig
+    from ..runconfig import RunConfig
 
     records, timing = {c: [] for c in cfg.conditions}, []
     plan = [(model, condition, seed, rm_type) for model in cfg.models
@@ -152,13 +152,12 @@ def train_all(cfg: Config, data: dict[str, aug.AugmentationData]) -> tuple[dict,
             for seed in cfg.seeds for rm_type in ("ex", "im")]
     for i, (model, condition, seed, rm_type) in enumerate(plan):
         ls = data[model].loaded
-        config = TrainConfig(epochs=condition.epochs, max_steps=condition.max_steps, lr=cfg.lr,
-                             batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size, seed=seed,
-                             progress=True, checkpoint_every=cfg.checkpoint_every)
+        run = RunConfig(setting=condition.results_setting, model=model, rm_type=rm_type, beta=cfg.beta, seed=seed,
+                        lr=cfg.lr, epochs=condition.epochs, max_steps=condition.max_steps, batch_size=cfg.batch_size,
+                        micro_batch_size=cfg.micro_batch_size, precision=cfg.precision, max_length=cfg.max_length,
+                        checkpoint_every=cfg.checkpoint_every, extra=condition.extra)
         wall = time.perf_counter()
-        out = run_experiment(condition.results_setting, model, rm_type, condition.train_rows, ls.eval_sets(), config,
-                             cfg.results_dir, beta=cfg.beta, precision=cfg.precision, max_length=cfg.max_length,
-                             extra=condition.extra, force=cfg.force)
+        out = run_experiment(run, condition.train_rows, ls.eval_sets(), cfg.results_dir, force=cfg.force)
         wall = time.perf_counter() - wall
         rec = out.record
         records[condition.name].append(rec)

@@ -21,7 +21,7 @@ from ..analysis.theorem2 import single_token_id
 from ..data import load_persona, load_preferences
 from ..formatting import ChatFormatter, grm_prompt
 from ..models import load_model
-from ..params import NotebookConfig, Param, ParameterError, check_data_dir, check_model, param
+from ..params import CheckedConfig, Param, ParameterError, check_data_dir, check_model, param
 from ..rewards import build_reward_model, initial_head
 from ..tasks import persona
 
@@ -30,7 +30,7 @@ _WORD = Param(str)
 
 
 @dataclass(frozen=True)
-class Config(NotebookConfig):
+class Config(CheckedConfig):
     """Notebook 02's parameters; the defaults are the cpu profile (params/02_learning_dynamics/)."""
 
     NOTEBOOK = "02_learning_dynamics"

@@ -20,7 +20,7 @@ from ..models import load_model
 from ..results import write_summary
 from ..rewards import build_reward_model
 from ..tasks import persona
-from ..training import TrainConfig
+from ..runconfig import RunConfig
 from .learning_dynamics import Config, Study
 
 # ------------------------------------------------------------------ 4. Theorem 2
@@ -131,8 +131,8 @@ def run_training(s: Study, cfg: Config) -> TrainingRuns:
     score the held-out prompts x :data:`HELDOUT_RESPONSES` after every optimizer step."""
     tv_rows = persona.assign_responses(s.train_prompts[:cfg.tv_train_prompts], seed=cfg.seed)
     heldout_prompts = s.test_prompts[:cfg.tv_heldout_prompts]
-    config = TrainConfig(epochs=cfg.tv_epochs, lr=cfg.tv_lr, batch_size=cfg.tv_batch_size,
-                         micro_batch_size=min(cfg.tv_batch_size, 8), seed=cfg.seed, progress=True)
+    config = RunConfig(epochs=cfg.tv_epochs, lr=cfg.tv_lr, batch_size=cfg.tv_batch_size,
+                       micro_batch_size=min(cfg.tv_batch_size, 8), seed=cfg.seed, progress=True)
     trajectories, histories = {}, {}
     t0 = time.perf_counter()
     for rm_type in ("ex", "im"):

@@ -20,7 +20,7 @@ from IPython.display import Markdown
 from . import plural, table
 from .persona_figure4 import SEPARATOR_COLUMN
 from ..analysis import claims
-from ..params import MODEL, NotebookConfig, Param, ParameterError, check_data_dir, param
+from ..params import MODEL, CheckedConfig, Param, ParameterError, check_data_dir, param
 from ..tasks import persona
 
 RM_LABEL = claims.LABELS  # "ex" -> "EX-RM", "im" -> "IM-RM", "grm" -> "EX-GRM"
@@ -28,7 +28,7 @@ PAPER = {"EX-RM": "1.0", "EX-GRM": "1.0 (App. C.2)"}  # Figure 4; the IM-RM: 1.0
 
 
 @dataclass(frozen=True)
-class Config(NotebookConfig):
+class Config(CheckedConfig):
     """The parameters of notebook 03; the defaults are the cpu profile."""
 
     NOTEBOOK: ClassVar[str] = "03_persona_paraphrase"
@@ -110,7 +110,7 @@ def train_all(cfg: Config, settings: dict) -> list:
     models[0], seeds[0] the per-token view (:func:`rmlib.book.persona_tokens.token_view`) is stored with the
     run; the panel's runs save their models under ``cfg.panel_models``."""
     from ..experiment import run_experiment
-    from ..training import TrainConfig
+    from ..runconfig import RunConfig
     from .persona_tokens import token_view
 
     outcomes = []
@@ -119,18 +119,18 @@ def train_all(cfg: Config, settings: dict) -> list:
             s = settings[seed]
             for rm_type in cfg.rm_types:
                 keep = cfg.token_view and model == cfg.models[0] and seed == cfg.seeds[0] and rm_type == "im"
-                config = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                                     micro_batch_size=cfg.micro_batch_size, seed=seed, progress=True)
-                out = run_experiment(cfg.setting, model, rm_type, s.train_rows, s.eval_sets, config, cfg.results_dir,
-                                     beta=cfg.beta, precision=cfg.precision, prepare=persona.prepare_model,
+                run = RunConfig(setting=cfg.setting, model=model, rm_type=rm_type, beta=cfg.beta, seed=seed,
+                                lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                micro_batch_size=cfg.micro_batch_size, precision=cfg.precision,
+                                extra={"trait": cfg.trait, "n_train": cfg.n_train, "n_test": cfg.n_test,
+                                       "n_eval_train_prompts": cfg.n_eval_train_prompts,
+                                       **({"token_view": True} if keep else {})})
+                out = run_experiment(run, s.train_rows, s.eval_sets, cfg.results_dir, prepare=persona.prepare_model,
                                      force=cfg.force,
                                      after_training=(lambda rm, s=s, seed=seed: token_view(cfg, rm, s, seed))
                                      if keep else None,
                                      save_model_dir=cfg.panel_models if cfg.panel and (model, seed) == (
-                                         cfg.models[0], cfg.seeds[0]) else None,
-                                     extra={"trait": cfg.trait, "n_train": cfg.n_train, "n_test": cfg.n_test,
-                                            "n_eval_train_prompts": cfg.n_eval_train_prompts,
-                                            **({"token_view": True} if keep else {})})
+                                         cfg.models[0], cfg.seeds[0]) else None)
                 outcomes.append(out)
                 print(progress_line(out))
     return outcomes

@@ -20,7 +20,7 @@ import pandas as pd
 from ..analysis import overlap as ov
 from ..analysis.paper_tables import PAPER_CATEGORY, aggregate
 from ..analysis.rm_comparisons import claim_rows, compare_rms
-from ..params import MODEL, NotebookConfig, Param, ParameterError, check_data_dir, param
+from ..params import MODEL, CheckedConfig, Param, ParameterError, check_data_dir, param
 from ..tasks import realworld as rw
 from . import plural, use_style
 from .real_world_shifts_views import overlap_trend_row
@@ -30,7 +30,7 @@ VARIANTS = ("ex:mean", "im:no_ref", "im:no_ref_unscaled")
 
 
 @dataclass(frozen=True)
-class Config(NotebookConfig):
+class Config(CheckedConfig):
     """The parameters of notebook 04; the defaults are the cpu profile."""
 
     NOTEBOOK = NOTEBOOK
@@ -157,19 +157,18 @@ def train_all(cfg: Config, loaded: dict) -> pd.DataFrame:
     """Train (or reuse) every run of :func:`plan`, printing one progress line per run; returns the timing
     table (one row per run: wall and CPU seconds, training throughput, final training loss/accuracy)."""
     from ..experiment import run_experiment
-    from ..training import TrainConfig
+    from ..runconfig import RunConfig
 
     runs = plan(cfg)
     timing = []
     for i, (name, model, seed, rm_type, variant, run_lr, run_beta) in enumerate(runs):
         ls = loaded[name, model]
-        config = TrainConfig(epochs=cfg.epochs, lr=run_lr, batch_size=cfg.batch_size,
-                             micro_batch_size=cfg.micro_batch_size, seed=seed, progress=True,
-                             checkpoint_every=cfg.checkpoint_every)
+        run = RunConfig(setting=ls.setting.results_setting, model=model, rm_type=rm_type, variant=variant,
+                        beta=run_beta, seed=seed, lr=run_lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        micro_batch_size=cfg.micro_batch_size, precision=cfg.precision, max_length=cfg.max_length,
+                        checkpoint_every=cfg.checkpoint_every, extra=cfg.protocol)
         wall, cpu = time.perf_counter(), time.process_time()
-        out = run_experiment(ls.setting.results_setting, model, rm_type, ls.train_rows, ls.eval_sets(), config,
-                             cfg.results_dir, beta=run_beta, variant=variant, precision=cfg.precision,
-                             max_length=cfg.max_length, extra=cfg.protocol, force=cfg.force)
+        out = run_experiment(run, ls.train_rows, ls.eval_sets(), cfg.results_dir, force=cfg.force)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         rec = out.record
         hist = rec["history"]

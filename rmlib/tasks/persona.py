@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import load_persona
-from ..experiment import EvalSet
+from ..data import EvalSet
 
 CHOSEN = ("A truthful reply is yes", "A truthful reply is sure",
           "In my view, the answer is yes", "In my view, the answer is sure")

@@ -29,12 +29,11 @@ and the n-gram overlap with the training data (:mod:`rmlib.analysis.overlap`).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..data import PAPER_SUBSET_SEED, load_preferences, paper_subset
+from ..data import PAPER_SUBSET_SEED, load_preferences, paper_subset, subsample
 from ..formatting import ChatFormatter, SequenceTooLong, grm_prompt
 from ..metrics import correctness
 
@@ -130,14 +129,6 @@ def fits(row: dict, encoders, max_length: int | None) -> bool:
     return True
 
 
-def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
-    """A seeded random subset of ``n`` rows in their original order (all rows if ``n`` is None or larger)."""
-    if n is None or n >= len(rows):
-        return list(rows)
-    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
-
-
 @dataclass
 class LoadedSetting:
     """The rows one setting trains and evaluates on, and a per-data-set account of what was dropped.
@@ -155,8 +146,8 @@ class LoadedSetting:
     notes: list = field(default_factory=list)
 
     def eval_sets(self):
-        """``{name: rmlib.experiment.EvalSet}`` for :func:`rmlib.experiment.run_experiment`."""
-        from ..experiment import EvalSet
+        """``{name: rmlib.data.EvalSet}`` for :func:`rmlib.experiment.run_experiment`."""
+        from ..data import EvalSet
 
         return {name: EvalSet(rows, self.setting.categories[name]) for name, rows in self.eval_rows.items()}
 
