@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,16 +160,25 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_validates_its_parameters_first(notebook):
     """Static check of the convention that makes bad parameters fail early: the first code cell is the
-    tagged parameters cell, the next one calls validate_notebook_params, and every profile file only
-    sets parameters the notebook declares (a typo in a params file would otherwise surface mid-build)."""
+    tagged parameters cell, the next one passes them through the page's Config (``page.Config.from_namespace
+    (globals())``, or the older ``validate_notebook_params``), and every profile file only sets parameters
+    the notebook declares (a typo in a params file would otherwise surface mid-build)."""
     import ast
+    import dataclasses
+    import importlib
 
     cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
     assert "parameters" in cells[0].metadata.get("tags", []), f"{notebook.name}: first code cell is not tagged"
-    assert "validate_notebook_params(globals(), SCHEMA)" in cells[1].source, \
-        f"{notebook.name}: the second code cell must validate the parameters"
-    declared = {t.id for node in ast.walk(ast.parse(cells[0].source)) if isinstance(node, ast.Assign)
-                for t in node.targets if isinstance(t, ast.Name)}
+    page = re.search(r"from rmlib\.book import (\w+) as page\b", cells[1].source)
+    if page and "page.Config.from_namespace(globals())" in cells[1].source:
+        config = importlib.import_module(f"rmlib.book.{page.group(1)}").Config
+        assert config.NOTEBOOK == notebook.stem
+        declared = {f.name for f in dataclasses.fields(config)}
+    else:
+        assert "validate_notebook_params(globals(), SCHEMA)" in cells[1].source, \
+            f"{notebook.name}: the second code cell must validate the parameters"
+        declared = {t.id for node in ast.walk(ast.parse(cells[0].source)) if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
     assert {"profile", "results_dir", "data_dir"} <= declared
     for profile in sorted((ROOT / "params" / notebook.stem).glob("*.yaml")):
         unknown = set(yaml.safe_load(profile.read_text()) or {}) - declared
