@@ -150,18 +150,6 @@ def validate(params: dict, schema: dict[str, Param]) -> types.SimpleNamespace:
     return types.SimpleNamespace(**values)
 
 
-def validate_notebook_params(namespace: dict, schema: dict[str, Param]) -> types.SimpleNamespace:
-    """Validate the parameters found in a notebook's globals (after papermill's injected cell).
-
-    Every public global that is not a module, function, class or the schema itself counts as a
-    parameter, so a misspelled key injected by papermill is caught as unknown."""
-    params = {k: v for k, v in namespace.items()
-              if not k.startswith("_") and k not in {"SCHEMA", "In", "Out", "get_ipython", "exit", "quit", "P"}
-              and not isinstance(v, (types.ModuleType, types.FunctionType, type, Param))
-              and not callable(v)}
-    return validate(params, schema)
-
-
 def load_profile(notebook: str, profile: str, params_dir: str | Path | None = None) -> dict:
     """Read ``params/<notebook>/<profile>.yaml``; the error names the profiles that exist."""
     folder = Path(params_dir) if params_dir else Path(__file__).resolve().parents[1] / "params" / notebook

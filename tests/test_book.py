@@ -144,7 +144,7 @@ def test_pages_fold_code_and_keep_stderr_out(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
-                nbformat.v4.new_code_cell("P = validate_notebook_params(globals(), SCHEMA)"),
+                nbformat.v4.new_code_cell("cfg = page.Config.from_namespace(globals())\ncfg"),
                 nbformat.v4.new_code_cell("print(x)", outputs=[
                     nbformat.v4.new_output("stream", name="stdout", text="2\n"),
                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: /home/me/.venv/x.py\n")]),
@@ -162,7 +162,7 @@ def test_pages_fold_code_and_keep_stderr_out(tmp_path):
     assert build_book.prepare_for_reading(source, target, log) == 2
     cells = nbformat.read(target, as_version=4).cells
     assert [c.metadata.get("tags") for c in cells[:5]] == [
-        ["parameters", "hide-cell"], ["injected-parameters", "hide-cell"], ["hide-cell"], ["hide-input"], ["remove-input"]]
+        ["parameters", "hide-cell"], ["injected-parameters", "hide-cell"], ["hide-input"], ["hide-input"], ["remove-input"]]
     assert [o.get("name") for o in cells[3].outputs] == ["stdout"]  # the warning left the page ...
     assert "UserWarning" in log.read_text()                         # ... for the build log
     widgets = [o.data["application/vnd.jupyter.widget-view+json"]["model_id"] for o in cells[6].outputs]

@@ -284,7 +284,7 @@ def _drop_missing_links(text: str, docs: set[str]) -> tuple[str, list[str]]:
     return DOC_ROLE.sub(repl, text), missing
 
 
-FOLDED_CELL_TAGS = {"parameters", "injected-parameters"}  # plus the cell that validates the parameters
+FOLDED_CELL_TAGS = {"parameters", "injected-parameters"}  # folded whole; other code cells show their output
 
 
 TQDM_TEXT = re.compile(r"\d+%\|.*\| *[\d.]+\w*/[\d.?]+\w* \[")  # tqdm's "  50%|█████     | 1/2 [00:04<..."
@@ -313,7 +313,7 @@ def prepare_for_reading(executed: Path, target: Path, stderr_log: Path) -> int:
             continue
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         source = "".join(cell.get("source", ""))
-        fold = "hide-cell" if FOLDED_CELL_TAGS & set(tags) or "validate_notebook_params(" in source else "hide-input"
+        fold = "hide-cell" if FOLDED_CELL_TAGS & set(tags) else "hide-input"
         if not {"hide-cell", "hide-input", "remove-cell", "remove-input"} & set(tags):
             tags.append(fold)
         kept = []
