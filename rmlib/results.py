@@ -30,7 +30,7 @@ TIDY_COLUMNS = ["setting", "model", "rm_type", "variant", "seed", "lr", "epochs"
 # The rmlib modules whose code computes the numbers of a run. A NEW MODULE THAT COMPUTES NUMBERS MUST BE
 # ADDED HERE, or editing it would not invalidate results made by its old code.
 NUMERICAL_MODULES = ("models", "formatting", "batching", "rewards", "losses", "metrics", "training", "checkpoint",
-                     "experiment", "data", "distributed", "generation", "tasks/hamiltonian",
+                     "experiment", "data", "scoring", "generation", "tasks/hamiltonian",
                      "tasks/persona", "tasks/realworld", "precision")
 CURRENT = "current"  # iter_runs' default: the runs of this code_version()
 

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from ..batching import collate
 from ..formatting import Encoded
 from .maxmargin import max_margin_separator, separator_accuracy
-from ..rewards import backbone_hidden, score
+from ..rewards import backbone_hidden
+from ..scoring import reference_logps, score
 
 
 # ------------------------------------------------------------------ hidden states and distributions
@@ -269,24 +270,22 @@ def measure_all_parameters(rm, plus: Encoded, minus: Encoded, evaluated: list[En
     embeddings, head); loss Eq. 3 (EX/IM) or Eq. 7 (EX-GRM). The parameters are restored afterwards.
     For an IM-RM the reference log-probs are the current model's, as at the start of training."""
     sequences = [plus, minus] + list(evaluated)
-    if rm.needs_reference():
-        rm.cache_reference(sequences)
-    before = score(rm, list(evaluated))
+    ref = reference_logps(rm, sequences) if rm.needs_reference() else None
+    before = score(rm, list(evaluated), ref_logps=ref)
     params = [p for p in rm.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     was_training = rm.training
     rm.eval()
     rm.zero_grad(set_to_none=True)
-    batch = rm.collate([plus, minus]).to(rm.device)
-    ref = rm.reference_logps([plus, minus]) if rm.needs_reference() else None
-    loss, _, _ = rm.loss(rm(batch, ref))
+    batch = rm.collate([plus, minus], ref_logps=ref).to(rm.device)
+    loss, _, _ = rm.loss(rm(batch))
     loss.backward()
     try:
         with torch.no_grad():
             for p in params:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-eta)
-        after = score(rm, list(evaluated))
+        after = score(rm, list(evaluated), ref_logps=ref)
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):
@@ -490,16 +489,15 @@ def train_with_trajectories(rm, chosen: list[Encoded], rejected: list[Encoded], 
     after every optimizer step. Returns (history, steps [0..S], rewards as an [S+1, len(heldout)] array)."""
     from ..training import train
 
-    if rm.needs_reference():
-        rm.cache_reference(list(chosen) + list(rejected) + list(heldout))
-    trajectory = [score(rm, heldout).double().numpy()]
+    ref = reference_logps(rm, list(chosen) + list(rejected) + list(heldout)) if rm.needs_reference() else None
+    trajectory = [score(rm, heldout, ref_logps=ref).double().numpy()]
     steps = [0]
 
     def on_step(record):
         steps.append(int(record["step"]))
-        trajectory.append(score(rm, heldout).double().numpy())
+        trajectory.append(score(rm, heldout, ref_logps=ref).double().numpy())
 
-    history = train(rm, chosen, rejected, config, reference_sequences=heldout, on_step=on_step)
+    history = train(rm, chosen, rejected, config, reference_sequences=heldout, on_step=on_step, ref_logps=ref)
     return history, steps, np.stack(trajectory)
 
 

@@ -188,10 +188,8 @@ def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str
             for k, (tok, a, b) in enumerate(zip(tokens, logps["trained"], logps["initial"]))]
 
 
-def prepare_model(lm, tokenizer) -> None:
-    """Appendix D: a model without a chat template gets the paper's template, whose markers
-    ``[USER]``, ``[ASSISTANT]``, ``[EOS]`` are added as special tokens (``run_experiment``'s ``prepare``)."""
-    from ..formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
-
-    if not uses_chat_template(tokenizer):
-        add_special_tokens(lm, tokenizer, PAPER_TEMPLATE_TOKENS)
+# Declared for rmlib.models.load_for_task(name, task="persona"): no tokens of its own; a model without a chat
+# template gets the paper's template (Appendix D), whose markers [USER], [ASSISTANT], [EOS] are added as special
+# tokens. Their embedding rows are drawn from the caller's random state (run_experiment: seed_everything(seed)).
+TASK_TOKENS = ()
+TOKEN_SEED = None
