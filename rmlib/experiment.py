@@ -121,9 +121,9 @@ def run_experiment(setting: str, model: str, rm_type: str, train_rows: list[dict
     (:func:`rmlib.models.load_for_task`: its special tokens added).
     ``after_training(rm, ref_logps=...)`` runs on the trained reward model after evaluation (main process),
     with the IM-RM's reference log-probs (sequence -> ln pi_ref(y|x) of every training and evaluation
-    sequence; None for other reward models); its JSON-serializable result is stored in the results file as ``record["after_training"]`` (e.g. samples
-    of the IM-RM's language model), so a reused run needs no trained weights. Put the parameters it
-    depends on into ``extra``.
+    sequence; None for other reward models); its JSON-serializable result is stored in the results file as
+    ``record["after_training"]`` (e.g. samples of the IM-RM's language model), so a reused run needs no
+    trained weights. Put the parameters it depends on into ``extra``.
     ``extra`` holds parameters that identify the run beyond the standard ones (e.g. ``{"n_vertices": 10}``).
     ``max_length`` (tokens of prompt + response) defaults to the model's context length
     (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`

@@ -53,7 +53,7 @@ text is formatted, and the type's own fields below). The weights are saved in th
   (:data:`rmlib.formatting.GRM_TEMPLATE`) and the ids of "Yes" and "No".
 
 :func:`load_reward_model` returns rmlib's reward-model object (:class:`~rmlib.rewards.ExplicitRM`,
-:class:`~rmlib.rewards.ImplicitRM`, :class:`~rmlib.rewards.GenerativeRM`), for :func:`rmlib.rewards.score`.
+:class:`~rmlib.rewards.ImplicitRM`, :class:`~rmlib.rewards.GenerativeRM`), for :func:`rmlib.scoring.score`.
 A folder has the same rewards after the round trip (tested to 1e-5 in fp32).
 """
 
@@ -273,8 +273,9 @@ def save_reward_model(rm, path: str | Path, reference=None, origin: dict | None 
     initial model as :func:`rmlib.models.load_model` names it, or the initial causal LM itself (saved in
     ``reference/``). It is checked against ``ref_logps``, the reference log-probs the run trained with
     (:func:`rmlib.scoring.reference_logps`), within ``reference_tolerance`` = (atol, rtol) nats (looser after
-    bf16-mixed training, whose reference log-probs were computed under bf16 autocast). ``origin``: what the model was trained from (e.g. ``{"model": ..., "seed": ...}``),
-    stored as is. An existing folder is replaced; the folder appears whole or not at all."""
+    bf16-mixed training, whose reference log-probs were computed under bf16 autocast). ``origin``: what the
+    model was trained from (e.g. ``{"model": ..., "seed": ...}``), stored as is. An existing folder is
+    replaced; the folder appears whole or not at all."""
     folder = Path(path)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     if tmp.exists():

@@ -6,11 +6,12 @@
   ln pi(y|x) = sum_k ln pi(y_k | x, y_<k) over response tokens. pi_ref is the initial model; its
   log-probs are data, computed once per data set before training (:func:`rmlib.scoring.reference_logps`,
   as TRL's ``precompute_ref_log_probs``) and carried by each batch (``Batch.ref_logps``), so no second
-  model is held in memory and the reward model holds no state besides its weights. Variant ``"no_ref"`` (Fig. 7): r = beta * ln pi_theta(y|x), as the official
-  code that made Figure 7 computes it (``compute_rewards_with_implicit_rm``: ``rewards = kl_coeff * logps``,
-  the reference term subtracted only with a reference model); ``"no_ref_unscaled"``: r = ln pi_theta(y|x),
-  as the paper's text writes it (for the same weights the same ranking, but a 1/beta times larger
-  Bradley-Terry logit, so training differs).
+  model is held in memory and the reward model holds no state besides its weights. Variant ``"no_ref"``
+  (Fig. 7): r = beta * ln pi_theta(y|x), as the official code that made Figure 7 computes it
+  (``compute_rewards_with_implicit_rm``: ``rewards = kl_coeff * logps``, the reference term subtracted
+  only with a reference model); ``"no_ref_unscaled"``: r = ln pi_theta(y|x), as the paper's text writes
+  it (for the same weights the same ranking, but a 1/beta times larger Bradley-Terry logit, so training
+  differs).
 * :class:`GenerativeRM` (EX-GRM, Appendix A, Eq. 7):  r(x, y) = pi_theta("Yes" | I[x, y]) with the
   verification template of :data:`rmlib.formatting.GRM_TEMPLATE`.
 
@@ -158,16 +159,18 @@ class _RewardModel(nn.Module):
 
     def collate(self, sequences: list[Encoded], padding_side: str = "right",
                 ref_logps: dict[Encoded, float] | None = None) -> Batch:
-        """The padded batch of ``sequences``; for a model that needs them (:meth:`needs_reference`), with
-        their reference log-probs taken from ``ref_logps`` (sequence -> ln pi_ref(y|x))."""
-        ref = ref_logps_of(ref_logps, sequences) if self.needs_reference() else None
+        """The padded batch of ``sequences``; for a model that needs them (:meth:`needs_reference`) and
+        given ``ref_logps`` (sequence -> ln pi_ref(y|x)), with their reference log-probs (each one must be
+        there). Without them the batch serves passes of the language model only; its reward is refused."""
+        ref = ref_logps_of(ref_logps, sequences) if self.needs_reference() and ref_logps is not None else None
         return collate(sequences, self.pad_id, padding_side, ref)
 
     def collate_pairs(self, chosen: list[Encoded], rejected: list[Encoded],
                       ref_logps: dict[Encoded, float] | None = None) -> Batch:
-        """The batch ``[chosen..., rejected...]`` with each pair's shared prompt computed once (and, for a
-        model that needs them, the sequences' reference log-probs from ``ref_logps``)."""
-        ref = ref_logps_of(ref_logps, list(chosen) + list(rejected)) if self.needs_reference() else None
+        """The batch ``[chosen..., rejected...]`` with each pair's shared prompt computed once (and, as in
+        :meth:`collate`, the sequences' reference log-probs from ``ref_logps``)."""
+        ref = (ref_logps_of(ref_logps, list(chosen) + list(rejected))
+               if self.needs_reference() and ref_logps is not None else None)
         return collate_pairs(chosen, rejected, self.pad_id, ref)
 
     def rewards_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 from rmlib.tasks import persona
 from rmlib.analysis import claims
 from rmlib.metrics import accuracy
-from rmlib.rewards import build_reward_model, score
+from rmlib.rewards import build_reward_model
+from rmlib.scoring import score
 
 
 def fake_rows(n_yes=30, n_no=10):

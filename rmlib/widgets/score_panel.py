@@ -15,8 +15,8 @@ IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally 
   pair would move the evaluated response's log-probability, token by token.
 
 pi_ref of new text must be the initial model: a trained IM-RM's reference log-probs are data computed for its
-training and evaluation sequences only, so the IM-RM must be one that holds pi_ref as a model, as :func:`rmlib.load_reward_model` loads it
-(:class:`rmlib.export.ImplicitRMWithReference`).
+training and evaluation sequences only, so the IM-RM must be one that holds pi_ref as a model, as
+:func:`rmlib.load_reward_model` loads it (:class:`rmlib.export.ImplicitRMWithReference`).
 
 Inputs the panel cannot score (an empty prompt or response, a response over :data:`MAX_RESPONSE_TOKENS` or a
 prompt over :data:`MAX_PROMPT_TOKENS` tokens, a sequence over the model's context) raise :class:`PanelInputError`
