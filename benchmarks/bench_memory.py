@@ -61,10 +61,10 @@ def child(spec: dict) -> dict:
     step = pairs[:len(measured)] + measured  # step 1: the shortest rows; step 2: the largest micro-batch
     shapes, collate = [], rm.collate_pairs
 
-    def recorded(c, r):  # the training micro-batches (the IM-RM's reference pass runs without gradients)
+    def recorded(c, r, ref_logps=None):  # the training micro-batches (no pass without gradients is counted)
         if torch.is_grad_enabled():
             shapes.append([len(c), max(map(packed_length, c, r))])
-        return collate(c, r)
+        return collate(c, r, ref_logps)
 
     rm.collate_pairs = recorded
     loaded = _rss_mb()

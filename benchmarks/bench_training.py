@@ -196,7 +196,7 @@ def _train_config(spec: dict):
 def child_rmlib(spec: dict) -> dict:
     torch = _setup_torch(spec["threads"])
     from rmlib.models import load_model
-    from rmlib.rewards import ImplicitRM, build_reward_model, sequence_logprobs
+    from rmlib.rewards import build_reward_model, sequence_logprobs
     from rmlib.training import make_accelerator, train
 
     rows = _rows(spec)
@@ -205,17 +205,18 @@ def child_rmlib(spec: dict) -> dict:
     chosen = [rm.encode(r["prompt"], r["chosen"]) for r in rows]
     rejected = [rm.encode(r["prompt"], r["rejected"]) for r in rows]
     if spec.get("packing") is False:  # ablation: the plain right-padded batch (no shared prompt)
-        rm.collate_pairs = lambda c, r: rm.collate(list(c) + list(r))
+        rm.collate_pairs = lambda c, r, ref_logps=None: rm.collate(list(c) + list(r), ref_logps=ref_logps)
     if spec.get("reference") == "recompute":  # ablation: pi_ref as a frozen copy, run every step
         import copy
+        import dataclasses
 
         frozen = copy.deepcopy(lm).eval().requires_grad_(False)
-        inner = ImplicitRM.forward
+        inner = rm.forward
 
-        def forward(batch, ref_logps=None):
+        def forward(batch):
             with torch.no_grad():
                 ref = sequence_logprobs(frozen, batch)
-            return inner(rm, batch, ref)
+            return inner(dataclasses.replace(batch, ref_logps=ref))
 
         rm.needs_reference = lambda: False
         rm.forward = forward

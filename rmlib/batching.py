@@ -11,6 +11,9 @@ token then has exactly the context, positions and hence hidden states it has alo
 the prompt's states never depend on the response), so rewards and gradients are those of the plain
 batch, with the prompt's forward and backward done once instead of twice and no padding between the
 two responses. ``Batch.packed`` carries this layout; the plain fields stay as they are.
+
+An IM-RM's batch also carries the reference log-probs ln pi_ref(y|x) of its sequences (``Batch.ref_logps``,
+data computed once with the initial model, :func:`rmlib.scoring.reference_logps`), which Eq. 2 subtracts.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ class Batch:
     response_mask: torch.Tensor   # [N, T] bool, True on response tokens
     last_index: torch.Tensor      # [N] index of the last real token
     packed: PackedPairs | None = None  # set by collate_pairs: the same sequences, prefix-shared
+    ref_logps: torch.Tensor | None = None  # [N] fp32 ln pi_ref(y|x) of each sequence (IM-RM, Eq. 2), if given
 
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
                                                self.response_mask, self.last_index)),
-                     packed=None if self.packed is None else self.packed.to(device))
+                     packed=None if self.packed is None else self.packed.to(device),
+                     ref_logps=None if self.ref_logps is None else self.ref_logps.to(device))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -59,7 +64,9 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def collate(sequences: list[Encoded], pad_id: int, padding_side: str = "right") -> Batch:
+def collate(sequences: list[Encoded], pad_id: int, padding_side: str = "right",
+            ref_logps: torch.Tensor | None = None) -> Batch:
+    """Pad ``sequences`` into one batch; ``ref_logps`` ([N], in the same order) is carried as is."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     width = max(len(s) for s in sequences)
@@ -74,7 +81,7 @@ def collate(sequences: list[Encoded], pad_id: int, padding_side: str = "right") 
         response_mask[i, offset + seq.response_start:offset + len(seq)] = True
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     last_index = width - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
-    return Batch(input_ids, attention_mask, position_ids, response_mask, last_index)
+    return Batch(input_ids, attention_mask, position_ids, response_mask, last_index, ref_logps=ref_logps)
 
 
 def shared_prefix_length(a: Encoded, b: Encoded) -> int:
@@ -137,8 +144,10 @@ def pair_for_packing(sequences: list[Encoded]) -> list[tuple[int, int]]:
     return sorted(pairs, key=lambda pair: packed_length(sequences[pair[0]], sequences[pair[1]]))
 
 
-def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int) -> Batch:
-    """The right-padded batch ``[chosen_1..chosen_n, rejected_1..rejected_n]`` plus its packed layout.
+def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int,
+                  ref_logps: torch.Tensor | None = None) -> Batch:
+    """The right-padded batch ``[chosen_1..chosen_n, rejected_1..rejected_n]`` plus its packed layout
+    (``ref_logps``: [2n] in that same order, carried as is).
 
     Row i of the packing is ``chosen_i[:L] + chosen_i[L:] + rejected_i[L:]`` with L the pair's shared
     prefix length; tail tokens attend the shared part and their own tail (causally), padding attends
@@ -173,4 +182,4 @@ def collate_pairs(chosen: list[Encoded], rejected: list[Encoded], pad_id: int) -
     attention_mask = (causal & visible) | torch.eye(packed_width, dtype=torch.bool)
     packed = PackedPairs(input_ids, attention_mask[:, None], position_ids, rows, cols)
     return Batch(plain.input_ids, plain.attention_mask, plain.position_ids, plain.response_mask,
-                 plain.last_index, packed)
+                 plain.last_index, packed, ref_logps)

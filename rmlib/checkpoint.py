@@ -9,7 +9,8 @@ A run's checkpoints live in one folder (``<results_dir>/<setting>/<run_id>.ckpt/
                                                                  python random, numpy and torch per process
         trainer_state.json                                   -- step, history so far, running epoch sums,
                                                                  the configuration that wrote it
-        reference.pt                                         -- IM-RM only: the cached ln pi_ref(y|x)
+        reference.pt                                         -- IM-RM only: its reference log-probs (data:
+                                                                 ids, response start, ln pi_ref(y|x))
 
 A step is written into ``.step-000040.tmp/`` and renamed to ``step-000040/`` only when every file is on
 disk, so a folder without the ``.tmp`` suffix is always complete; a process killed while writing leaves a
@@ -71,9 +72,11 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def save_checkpoint(accelerator, folder: str | Path, step: int, state: dict, reference: dict | None = None) -> Path:
+def save_checkpoint(accelerator, folder: str | Path, step: int, state: dict,
+                    ref_logps: dict[Encoded, float] | None = None) -> Path:
     """Save model, optimizer and RNG states (``accelerator.save_state``) plus ``state`` (JSON) and the
-    IM-RM reference cache into ``folder/step-<step>``, atomically. Call on every process."""
+    IM-RM's reference log-probs (data: token ids, response start, ln pi_ref(y|x) of every sequence) into
+    ``folder/step-<step>``, atomically. Call on every process."""
     folder = Path(folder)
     final = step_folder(folder, step)
     tmp = folder / f".{final.name}.tmp"
@@ -84,8 +87,8 @@ def save_checkpoint(accelerator, folder: str | Path, step: int, state: dict, ref
     # safe_serialization=False: safetensors refuses tied weights (input and output embeddings).
     accelerator.save_state(str(tmp), safe_serialization=False)
     if accelerator.is_main_process:
-        if reference is not None:
-            torch.save([(list(s.input_ids), s.response_start, logp) for s, logp in reference.items()],
+        if ref_logps is not None:
+            torch.save([(list(s.input_ids), s.response_start, logp) for s, logp in ref_logps.items()],
                        tmp / REFERENCE_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")  # written last: marks completeness
         _fsync_tree(tmp)
@@ -104,8 +107,8 @@ def read_state(path: str | Path) -> dict:
     return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def load_reference(path: str | Path) -> dict[Encoded, float]:
-    """The IM-RM reference cache saved with a checkpoint (ln pi_ref(y|x) of the initial model)."""
+def load_ref_logps(path: str | Path) -> dict[Encoded, float]:
+    """The IM-RM's reference log-probs saved with a checkpoint (ln pi_ref(y|x) of the initial model)."""
     file = Path(path) / REFERENCE_FILE
     if not file.exists():
         raise CheckpointMismatch(f"checkpoint {path} has no {REFERENCE_FILE}: it was not written by an "

@@ -33,14 +33,14 @@ from . import __version__
 from . import results
 from .checkpoint import remove_checkpoints
 from .data import EvalSet
-from .distributed import evaluate_distributed
 from .export import save_run_model
 from .formatting import SequenceTooLong
-from .models import load_model
+from .models import TASKS, load_for_task
 from .precision import ACCELERATE_NAMES, Precision, PrecisionError, autocast, precision_from_dtype, resolve_shared
 from .results import fingerprint, load_run, run_path, write_json_atomic
 from .rewards import build_reward_model
 from .runconfig import RunConfig
+from .scoring import evaluate
 from .training import make_accelerator, train
 
 
@@ -99,7 +99,7 @@ def _resolve(precision, accelerator):
 
 
 def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, EvalSet],
-                   results_dir: str | Path, prepare=None, force: bool = False, keep_model: bool = False,
+                   results_dir: str | Path, task: str | None = None, force: bool = False, keep_model: bool = False,
                    accelerator=None, after_training=None, dtype: str | None = None,
                    save_model_dir: str | Path | None = None) -> RunOutcome:
     """Train one reward model as ``run`` says (:class:`~rmlib.runconfig.RunConfig`) and evaluate it;
@@ -110,11 +110,13 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
     ``dtype`` is retired: "float32" and "auto" are read as that precision (with a DeprecationWarning),
     "bfloat16"/"float16" are refused. An ``accelerator`` passed in must have the resolved mixed precision.
 
-    ``prepare(model, tokenizer)`` runs before the reward model is built (e.g. to add special tokens).
-    ``after_training(rm)`` runs on the trained reward model after evaluation (main process); its
-    JSON-serializable result is stored in the results file as ``record["after_training"]`` (e.g. samples
-    of the IM-RM's language model), so a reused run needs no trained weights. Put the parameters it
-    depends on into ``run.extra``.
+    ``task`` (None, or one of :data:`rmlib.models.TASKS`): the backbone is loaded ready for that task
+    (:func:`rmlib.models.load_for_task`: its special tokens added).
+    ``after_training(rm, ref_logps=...)`` runs on the trained reward model after evaluation (main process),
+    with the IM-RM's reference log-probs (sequence -> ln pi_ref(y|x) of every training and evaluation
+    sequence; None for other reward models); its JSON-serializable result is stored in the results file as
+    ``record["after_training"]`` (e.g. samples of the IM-RM's language model), so a reused run needs no
+    trained weights. Put the parameters it depends on into ``run.extra``.
     ``run.max_length`` (tokens of prompt + response) defaults to the model's context length
     (``max_position_embeddings``); a longer sequence raises :class:`~rmlib.formatting.SequenceTooLong`
     naming the set and row.
@@ -122,6 +124,8 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
     is redone when its saved model does not.
     """
     setting, model = run.setting, run.model
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
     if not train_rows:
         raise EmptyDataset(f"setting {setting!r}: the training set is empty (nothing left after filtering?)")
     for name, ev in eval_sets.items():
@@ -152,9 +156,8 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
     timings = {}
     t0 = time.perf_counter()
     seed_everything(run.seed)
-    lm, tokenizer = load_model(model, dtype="float32", seed=run.seed)  # fp32 master weights, always
-    if prepare is not None:
-        prepare(lm, tokenizer)
+    lm, tokenizer, _ = load_for_task(model, task, dtype="float32", seed=run.seed,  # fp32 master weights
+                                     use_chat_template=run.use_chat_template)
     context = model_context(lm)
     max_length = run.max_length
     if max_length is not None and context is not None and max_length > context:
@@ -187,18 +190,17 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
     # one bar for all evaluation sets (build console only: notebooks keep stderr out of the pages)
     bar = tqdm(total=sum(len(set(c + r)) for c, r in encoded_evals.values()), unit="seq", mininterval=2.0,
                desc=f"evaluate {run.rm_type.upper()}-RM", disable=not (run.progress and accelerator.is_main_process))
-    for name, (c, r) in encoded_evals.items():  # under the accelerator's autocast (rmlib.distributed)
+    for name, (c, r) in encoded_evals.items():  # under the accelerator's autocast (rmlib.scoring)
         evals[name] = {"category": eval_sets[name].category,
-                       **evaluate_distributed(rm, c, r, accelerator, run.eval_batch_size,
-                                              engine_model=history.engine_model if sharded else None,
-                                              progress=bar)}
+                       **evaluate(rm, c, r, run.eval_batch_size, bar, ref_logps=history.ref_logps,
+                                  accelerator=accelerator, engine_model=history.engine_model if sharded else None)}
     bar.close()
     timings["evaluate"] = time.perf_counter() - t1
     after = None
     if after_training is not None and accelerator.is_main_process:
         t2 = time.perf_counter()
         with autocast(accelerator):
-            after = after_training(rm)
+            after = after_training(rm, ref_logps=history.ref_logps)
         timings["after_training"] = time.perf_counter() - t2
     record = {"run_id": run_id, "spec": spec, "data_fingerprint": data_id, "rmlib_version": __version__,
               "code_version": code, "precision": resolved.to_dict(),
@@ -208,7 +210,8 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
         record["after_training"] = after
     if saved is not None:
         if accelerator.is_main_process:
-            save_run_model(rm, saved, model, run.seed, prepare=prepare, precision=resolved.mode)
+            save_run_model(rm, saved, model, run.seed, task=task, use_chat_template=run.use_chat_template,
+                           precision=resolved.mode, ref_logps=history.ref_logps)
         record["saved_model"] = str(saved)
     if accelerator.is_main_process:
         write_json_atomic(path, record)

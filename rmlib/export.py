@@ -46,14 +46,14 @@ text is formatted, and the type's own fields below). The weights are saved in th
   ``reference["checks"]`` holds ln pi_ref of a few sequences (token ids, response start, value), computed in
   fp32 by the reference at save time; :func:`load_reward_model` recomputes them with the rebuilt reference and
   refuses a reference that does not reproduce them (another version of the model, of the seed's random draw,
-  ...). At save time the reference is also checked against the log-probs the reward model cached during
-  training (``reference["cache_max_abs_diff"]``). The loaded reward model holds pi_ref as a second model and
-  computes ln pi_ref of any new sequence on demand (:class:`ImplicitRMWithReference`).
+  ...). At save time the reference is also checked against the reference log-probs the run trained with
+  (``ref_logps``, ``reference["cache_max_abs_diff"]``). The loaded reward model holds pi_ref as a second
+  model and computes ln pi_ref of any batch on demand (:class:`ImplicitRMWithReference`).
 * EX-GRM (r = P("Yes" | I[x, y])): a **causal-LM folder**; the JSON holds the verification template
   (:data:`rmlib.formatting.GRM_TEMPLATE`) and the ids of "Yes" and "No".
 
 :func:`load_reward_model` returns rmlib's reward-model object (:class:`~rmlib.rewards.ExplicitRM`,
-:class:`~rmlib.rewards.ImplicitRM`, :class:`~rmlib.rewards.GenerativeRM`), for :func:`rmlib.rewards.score`.
+:class:`~rmlib.rewards.ImplicitRM`, :class:`~rmlib.rewards.GenerativeRM`), for :func:`rmlib.scoring.score`.
 A folder has the same rewards after the round trip (tested to 1e-5 in fp32).
 """
 
@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -77,9 +78,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from . import __version__
 from .batching import collate
 from .formatting import FIXED_TEMPLATE_KWARGS, GRM_TEMPLATE, PAPER_TEMPLATE_TOKENS, Encoded
-from .models import (OFFLINE_DEFAULT, PAPER_MODELS, SMOLLM2_HUB_ID, TINY_RANDOM, disable_dropout, load_model,
-                     resolve_dtype)
-from .rewards import ExplicitRM, GenerativeRM, ImplicitRM, _packed_batches, sequence_logprobs
+from .models import (OFFLINE_DEFAULT, PAPER_MODELS, SMOLLM2_HUB_ID, TINY_RANDOM, disable_dropout, load_for_task,
+                     load_model, resolve_dtype)
+from .rewards import ExplicitRM, GenerativeRM, ImplicitRM, sequence_logprobs
 
 FORMAT = "rmlib-reward-model"
 FORMAT_VERSION = 1
@@ -99,26 +100,24 @@ class ReferenceMismatch(ValueError):
 
 
 class ImplicitRMWithReference(ImplicitRM):
-    """An IM-RM that holds pi_ref as a model (a loaded IM-RM of variant ``"ref"``): ln pi_ref of a sequence
-    is computed with ``reference_lm`` when first needed, then cached. The reference is frozen."""
+    """An IM-RM that holds pi_ref as a model (a loaded IM-RM of variant ``"ref"``): ln pi_ref of a batch's
+    sequences is computed with ``reference_lm`` on that same batch, so its batches need no ``ref_logps``.
+    The reference is frozen."""
 
     def __init__(self, lm, tokenizer, reference_lm, beta: float = 0.01, variant: str = "ref", **kwargs):
         super().__init__(lm, tokenizer, beta=beta, variant=variant, **kwargs)
         self.reference_lm = reference_lm.requires_grad_(False).eval()
-        self.reference_frozen = True
 
-    @torch.no_grad()
-    def cache_reference(self, sequences: list[Encoded], batch_size: int = 16) -> int:
-        todo = list(dict.fromkeys(s for s in sequences if s not in self._reference))
-        device = next(self.reference_lm.parameters()).device
-        for first, second, batch in _packed_batches(self, todo, batch_size):
-            logps = sequence_logprobs(self.reference_lm, batch.to(device)).cpu().tolist()
-            self._reference.update(zip(first + second, logps))
-        return len(todo)
+    def needs_reference(self) -> bool:
+        return False  # it computes ln pi_ref itself
 
-    def reference_logps(self, sequences: list[Encoded]) -> torch.Tensor:
-        self.cache_reference(sequences)
-        return super().reference_logps(sequences)
+    def forward(self, batch):
+        if batch.ref_logps is None:
+            device = next(self.reference_lm.parameters()).device
+            with torch.no_grad():
+                ref = sequence_logprobs(self.reference_lm, batch.to(device))
+            batch = dataclasses.replace(batch, ref_logps=ref)
+        return super().forward(batch)
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -166,9 +165,9 @@ def _logp(lm, sequence: Encoded, pad_id: int) -> float:
         return float(sequence_logprobs(lm, collate([sequence], pad_id).to(device))[0])
 
 
-def _check_sequences(rm) -> list[Encoded]:
-    cached = sorted(rm._reference, key=len)  # the shortest sequences of the training-time cache
-    return cached[:N_CHECKS] or [rm.encode(p, r) for p, r in PROBES]
+def _check_sequences(rm, ref_logps: dict[Encoded, float] | None) -> list[Encoded]:
+    known = sorted(ref_logps or (), key=len)  # the shortest sequences the run trained with
+    return known[:N_CHECKS] or [rm.encode(p, r) for p, r in PROBES]
 
 
 def describe_model(name: str) -> str:
@@ -183,7 +182,7 @@ def describe_model(name: str) -> str:
     return "a local folder" if Path(name).exists() else f"the Hugging Face Hub model {name}"
 
 
-def _reference_entry(rm, reference, folder: Path, tolerance) -> dict:
+def _reference_entry(rm, reference, folder: Path, tolerance, ref_logps: dict[Encoded, float] | None) -> dict:
     """The JSON entry of pi_ref (and its weights in ``folder/reference`` when given as a model)."""
     if isinstance(reference, dict):
         if "model" not in reference:
@@ -210,11 +209,11 @@ def _reference_entry(rm, reference, folder: Path, tolerance) -> dict:
     commit = getattr(ref_lm.config, "_commit_hash", None)
     if commit:
         entry["commit"] = commit
-    sequences = _check_sequences(rm)
+    sequences = _check_sequences(rm, ref_logps)
     values = [_logp(ref_lm, s, rm.pad_id) for s in sequences]
     entry["checks"] = [{"input_ids": list(s.input_ids), "response_start": s.response_start, "ln_pi_ref": v}
                        for s, v in zip(sequences, values)]
-    cached = [(rm._reference[s], v) for s, v in zip(sequences, values) if s in rm._reference]
+    cached = [(ref_logps[s], v) for s, v in zip(sequences, values) if ref_logps and s in ref_logps]
     if cached:
         atol, rtol = tolerance
         diffs = [abs(c - v) for c, v in cached]
@@ -266,15 +265,17 @@ def _save_classification(rm, folder: Path, tokenizer) -> dict:
 
 
 def save_reward_model(rm, path: str | Path, reference=None, origin: dict | None = None,
-                      reference_tolerance: tuple[float, float] = FP32_TOLERANCE) -> Path:
+                      reference_tolerance: tuple[float, float] = FP32_TOLERANCE,
+                      ref_logps: dict[Encoded, float] | None = None) -> Path:
     """Save a reward model in the formats of the module docstring; returns the folder.
 
     ``reference`` (IM-RM of variant ``"ref"`` only, required there): ``{"model": name, "seed": seed}``, the
     initial model as :func:`rmlib.models.load_model` names it, or the initial causal LM itself (saved in
-    ``reference/``). It is checked against the log-probs the reward model cached in training, within
-    ``reference_tolerance`` = (atol, rtol) nats (looser after bf16-mixed training, whose cache was computed
-    under bf16 autocast). ``origin``: what the model was trained from (e.g. ``{"model": ..., "seed": ...}``),
-    stored as is. An existing folder is replaced; the folder appears whole or not at all."""
+    ``reference/``). It is checked against ``ref_logps``, the reference log-probs the run trained with
+    (:func:`rmlib.scoring.reference_logps`), within ``reference_tolerance`` = (atol, rtol) nats (looser after
+    bf16-mixed training, whose reference log-probs were computed under bf16 autocast). ``origin``: what the
+    model was trained from (e.g. ``{"model": ..., "seed": ...}``), stored as is. An existing folder is
+    replaced; the folder appears whole or not at all."""
     folder = Path(path)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
@@ -292,8 +293,8 @@ def save_reward_model(rm, path: str | Path, reference=None, origin: dict | None 
                           "reward": {"ref": "beta * (ln pi_theta(y|x) - ln pi_ref(y|x))",
                                      "no_ref": "beta * ln pi_theta(y|x)",
                                      "no_ref_unscaled": "ln pi_theta(y|x)"}[rm.variant],
-                          "reference": (_reference_entry(rm, reference, tmp, reference_tolerance)
-                                        if rm.needs_reference() else None)}
+                          "reference": (_reference_entry(rm, reference, tmp, reference_tolerance, ref_logps)
+                                        if rm.variant == "ref" else None)}
             rm.lm.save_pretrained(tmp)
         elif isinstance(rm, GenerativeRM):
             meta["grm"] = {"template": GRM_TEMPLATE, "yes_token_id": rm.yes_id, "no_token_id": rm.no_id,
@@ -312,27 +313,30 @@ def save_reward_model(rm, path: str | Path, reference=None, origin: dict | None 
     return folder
 
 
-def save_run_model(rm, path: str | Path, model: str, seed: int, prepare=None, precision: str = "fp32") -> Path:
+def save_run_model(rm, path: str | Path, model: str, seed: int, task: str | None = None,
+                   use_chat_template: bool | None = None, precision: str = "fp32",
+                   ref_logps: dict[Encoded, float] | None = None) -> Path:
     """Save the reward model of :func:`rmlib.experiment.run_experiment` (``model``, ``config.seed``,
-    ``prepare``). pi_ref (IM-RM ``"ref"``) is named (``load_model(model, seed=seed)``) when no ``prepare`` step
-    changed the initial model; with one, the initial model is rebuilt as the run built it
-    (``seed_everything(seed)``, ``load_model``, ``prepare``) and saved in the folder."""
+    ``task``, ``use_chat_template``; ``ref_logps``: the run's reference log-probs, see
+    :func:`save_reward_model`). pi_ref (IM-RM ``"ref"``) is named (``load_model(model, seed=seed)``) for
+    ``task=None``; for a task (whose tokens change the initial model), the initial model is rebuilt as the
+    run built it (``seed_everything(seed)``, :func:`rmlib.models.load_for_task`) and saved in the folder."""
     reference = None
-    if rm.needs_reference():
+    if isinstance(rm, ImplicitRM) and rm.variant == "ref":
         reference = {"model": model, "seed": seed}
-        if prepare is not None:
+        if task is not None:
             from .experiment import seed_everything
 
             py_state, np_state = random.getstate(), np.random.get_state()
             with torch.random.fork_rng():
                 seed_everything(seed)
-                reference, tokenizer = load_model(model, dtype="float32", seed=seed)
-                prepare(reference, tokenizer)
+                reference, _, _ = load_for_task(model, task, dtype="float32", seed=seed,
+                                                use_chat_template=use_chat_template)
             random.setstate(py_state)
             np.random.set_state(np_state)
     tolerance = FP32_TOLERANCE if precision == "fp32" else (0.5, 2e-2)
     return save_reward_model(rm, path, reference=reference, origin={"model": model, "seed": seed},
-                             reference_tolerance=tolerance)
+                             reference_tolerance=tolerance, ref_logps=ref_logps)
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -12,10 +12,16 @@ Three kinds of model names are understood by :func:`load_model`:
   and the ``smoke`` profiles: seconds, not minutes. Its weights are a pure function of ``seed``.
 * anything else -- a hub id (``"EleutherAI/pythia-1b"``) or a local folder, passed to
   ``from_pretrained``. Offline, a hub id that is not in the local HF cache raises :class:`ModelNotAvailable`.
+
+:func:`load_for_task` is the one owner of "this backbone is ready for this task": it loads the model and
+adds the task's extra special tokens (declared by each module of :mod:`rmlib.tasks` as ``TASK_TOKENS``) and,
+when the paper's template will be used (a model without a chat template, Appendix D), its markers
+``[USER]``, ``[ASSISTANT]``, ``[EOS]``; it returns the model, the tokenizer and the formatter.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -25,6 +31,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from .formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter, add_special_tokens, uses_chat_template
 
 OFFLINE_DEFAULT = "smollm2-135m-instruct"
 TINY_RANDOM = "tiny-random"
@@ -139,6 +147,44 @@ def load_model(name: str, dtype: str | torch.dtype | None = "auto", seed: int = 
         tokenizer.pad_token = tokenizer.eos_token
     disable_dropout(model)
     return model, tokenizer
+
+
+# The tasks of rmlib.tasks that add tokens to the backbone (each module declares TASK_TOKENS and TOKEN_SEED).
+TASKS = ("hamiltonian", "persona")
+
+
+def add_task_tokens(model, tokenizer, task: str | None, use_chat_template: bool | None = None) -> list[str]:
+    """Add ``task``'s special tokens (``rmlib.tasks.<task>.TASK_TOKENS``), then the paper's template markers
+    when the paper's template will be used (:func:`~rmlib.formatting.uses_chat_template`), resizing the
+    embeddings; returns the tokens that were new. transformers draws the new embedding rows around the mean
+    of the old ones: under ``torch.manual_seed(TOKEN_SEED)`` (the same model always gets the same rows), or
+    from the caller's random state where the task declares ``TOKEN_SEED = None``. ``task=None``: nothing."""
+    if task is None:
+        return []
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+    declared = importlib.import_module(f"rmlib.tasks.{task}")
+    tokens = list(declared.TASK_TOKENS)
+    if not uses_chat_template(tokenizer, use_chat_template):
+        tokens += list(PAPER_TEMPLATE_TOKENS)
+    if declared.TOKEN_SEED is None:
+        return add_special_tokens(model, tokenizer, tokens)
+    with torch.random.fork_rng():
+        torch.manual_seed(declared.TOKEN_SEED)
+        return add_special_tokens(model, tokenizer, tokens)
+
+
+def load_for_task(name: str, task: str | None = None, dtype: str | torch.dtype | None = "auto", seed: int = 0,
+                  use_chat_template: bool | None = None, max_length: int | None = None):
+    """Return ``(model, tokenizer, formatter)``: :func:`load_model` (``name``, ``dtype``, ``seed``) with
+    ``task``'s tokens added (:func:`add_task_tokens`; ``task`` in :data:`TASKS` or None), and the
+    :class:`~rmlib.formatting.ChatFormatter` of ``use_chat_template`` and ``max_length``. An unknown task is
+    refused before the model is loaded."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+    model, tokenizer = load_model(name, dtype=dtype, seed=seed)
+    add_task_tokens(model, tokenizer, task, use_chat_template)
+    return model, tokenizer, ChatFormatter(tokenizer, use_chat_template=use_chat_template, max_length=max_length)
 
 
 def _from_hub_or_path(cls, name: str, **kwargs):

@@ -4,16 +4,18 @@
   last real token. Variant ``"mean"`` ("all repr", Fig. 7): r = <u, |y|^-1 sum_k h_{x, y_<=k}>.
 * :class:`ImplicitRM` (IM-RM, Eq. 2):  r(x, y) = beta * (ln pi_theta(y|x) - ln pi_ref(y|x)), with
   ln pi(y|x) = sum_k ln pi(y_k | x, y_<k) over response tokens. pi_ref is the initial model; its
-  log-probs are computed once per sequence (:meth:`ImplicitRM.cache_reference`) and cached, so no
-  second model is held in memory. Variant ``"no_ref"`` (Fig. 7): r = beta * ln pi_theta(y|x), as the official
-  code that made Figure 7 computes it (``compute_rewards_with_implicit_rm``: ``rewards = kl_coeff * logps``,
-  the reference term subtracted only with a reference model); ``"no_ref_unscaled"``: r = ln pi_theta(y|x),
-  as the paper's text writes it (for the same weights the same ranking, but a 1/beta times larger
-  Bradley-Terry logit, so training differs).
+  log-probs are data, computed once per data set before training (:func:`rmlib.scoring.reference_logps`,
+  as TRL's ``precompute_ref_log_probs``) and carried by each batch (``Batch.ref_logps``), so no second
+  model is held in memory and the reward model holds no state besides its weights. Variant ``"no_ref"``
+  (Fig. 7): r = beta * ln pi_theta(y|x), as the official code that made Figure 7 computes it
+  (``compute_rewards_with_implicit_rm``: ``rewards = kl_coeff * logps``, the reference term subtracted
+  only with a reference model); ``"no_ref_unscaled"``: r = ln pi_theta(y|x), as the paper's text writes
+  it (for the same weights the same ranking, but a 1/beta times larger Bradley-Terry logit, so training
+  differs).
 * :class:`GenerativeRM` (EX-GRM, Appendix A, Eq. 7):  r(x, y) = pi_theta("Yes" | I[x, y]) with the
   verification template of :data:`rmlib.formatting.GRM_TEMPLATE`.
 
-Every module's ``forward(batch, ref_logps=None)`` returns the raw per-sequence outputs (so that
+Every module's ``forward(batch)`` returns the raw per-sequence outputs (so that
 ``accelerate``/DDP sees one forward per step); :meth:`loss` turns the outputs of a batch laid out as
 ``[chosen_1..chosen_n, rejected_1..rejected_n]`` into the training loss and the two reward vectors.
 Rewards and log-probs are always accumulated in fp32, also when the model runs in bf16.
@@ -25,10 +27,9 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .batching import Batch, collate, collate_pairs, pair_for_packing
+from .batching import Batch, collate, collate_pairs
 from .formatting import ChatFormatter, Encoded, grm_prompt
 from .losses import bradley_terry_loss, generative_loss
-from .metrics import accuracy, normalized_margin
 from .models import hidden_size
 
 RM_TYPES = ("ex", "im", "grm")
@@ -117,6 +118,21 @@ def sequence_logprobs(lm, batch: Batch) -> torch.Tensor:
     return torch.zeros(len(batch), dtype=torch.float32, device=token_logps.device).index_add(0, rows, token_logps)
 
 
+class MissingReference(ValueError):
+    """An IM-RM (Eq. 2) is asked for rewards of sequences whose reference log-probs were not given."""
+
+
+def ref_logps_of(ref_logps: dict[Encoded, float] | None, sequences: list[Encoded]) -> torch.Tensor:
+    """The [N] fp32 tensor of ln pi_ref(y|x) of ``sequences`` from the mapping ``ref_logps`` (sequence ->
+    value, :func:`rmlib.scoring.reference_logps`); a sequence without one is refused, naming how many."""
+    missing = len(sequences) if ref_logps is None else sum(s not in ref_logps for s in sequences)
+    if missing:
+        raise MissingReference(f"{missing} of {len(sequences)} sequences have no reference log-prob ln pi_ref(y|x): "
+                               "compute them with the initial model (rmlib.scoring.reference_logps) for every data "
+                               "set -- training pairs and evaluation sets -- before training")
+    return torch.tensor([ref_logps[s] for s in sequences], dtype=torch.float32)
+
+
 class _RewardModel(nn.Module):
     kind: str = ""
 
@@ -141,12 +157,21 @@ class _RewardModel(nn.Module):
     def encode(self, prompt: str, response: str) -> Encoded:
         return self.formatter.encode(prompt, response)
 
-    def collate(self, sequences: list[Encoded], padding_side: str = "right") -> Batch:
-        return collate(sequences, self.pad_id, padding_side)
+    def collate(self, sequences: list[Encoded], padding_side: str = "right",
+                ref_logps: dict[Encoded, float] | None = None) -> Batch:
+        """The padded batch of ``sequences``; for a model that needs them (:meth:`needs_reference`) and
+        given ``ref_logps`` (sequence -> ln pi_ref(y|x)), with their reference log-probs (each one must be
+        there). Without them the batch serves passes of the language model only; its reward is refused."""
+        ref = ref_logps_of(ref_logps, sequences) if self.needs_reference() and ref_logps is not None else None
+        return collate(sequences, self.pad_id, padding_side, ref)
 
-    def collate_pairs(self, chosen: list[Encoded], rejected: list[Encoded]) -> Batch:
-        """The batch ``[chosen..., rejected...]`` with each pair's shared prompt computed once."""
-        return collate_pairs(chosen, rejected, self.pad_id)
+    def collate_pairs(self, chosen: list[Encoded], rejected: list[Encoded],
+                      ref_logps: dict[Encoded, float] | None = None) -> Batch:
+        """The batch ``[chosen..., rejected...]`` with each pair's shared prompt computed once (and, as in
+        :meth:`collate`, the sequences' reference log-probs from ``ref_logps``)."""
+        ref = (ref_logps_of(ref_logps, list(chosen) + list(rejected))
+               if self.needs_reference() and ref_logps is not None else None)
+        return collate_pairs(chosen, rejected, self.pad_id, ref)
 
     def rewards_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs
@@ -158,6 +183,7 @@ class _RewardModel(nn.Module):
         return bradley_terry_loss(rewards[:n], rewards[n:]), rewards[:n], rewards[n:]
 
     def needs_reference(self) -> bool:
+        """Whether its batches must carry reference log-probs (``Batch.ref_logps``): an IM-RM of Eq. 2."""
         return False
 
 
@@ -190,7 +216,7 @@ class ExplicitRM(_RewardModel):
         mask = batch.response_mask.unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(1).float() / mask.sum(1).float())
 
-    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         features = self.features(batch)
         with torch.autocast(features.device.type, enabled=False):  # the fp32 head stays fp32 under bf16 autocast
             return self.head(features.float()).squeeze(-1)
@@ -207,50 +233,20 @@ class ImplicitRM(_RewardModel):
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.beta = beta
-        self._reference: dict[Encoded, float] = {}
-        self.reference_frozen = False  # set once training starts: pi_ref must be the initial model
 
     def needs_reference(self) -> bool:
         return self.variant == "ref"
 
-    @torch.no_grad()
-    def cache_reference(self, sequences: list[Encoded], batch_size: int = 16, progress=None) -> int:
-        """Compute ln pi_ref(y|x) once for every new sequence, with the current (initial) weights.
-
-        Batches are packed as in :func:`score` (responses to one prompt share its forward pass). Returns how
-        many were computed. ``progress``: as in :func:`score`."""
-        todo = list(dict.fromkeys(s for s in sequences if s not in self._reference))  # _packed_batches orders them
-        if todo and self.reference_frozen:
-            raise RuntimeError(f"{len(todo)} sequences have no cached reference log-prob, and the model has "
-                               "already been trained: pass every evaluation set to cache_reference before "
-                               "training (rmlib.training.train does this for its eval_sets)")
-        was_training = self.lm.training
-        self.lm.eval()
-        if progress is not None:
-            progress.reset(total=len(todo))
-        for first, second, batch in _packed_batches(self, todo, batch_size):
-            logps = sequence_logprobs(self.lm, batch.to(self.device)).cpu().tolist()
-            self._reference.update(zip(first + second, logps))
-            if progress is not None:
-                progress.update(len(first) + len(second))
-        self.lm.train(was_training)
-        return len(todo)
-
-    def reference_logps(self, sequences: list[Encoded]) -> torch.Tensor:
-        missing = sum(s not in self._reference for s in sequences)
-        if missing:
-            raise KeyError(f"{missing} sequences have no cached reference log-prob; call cache_reference first")
-        return torch.tensor([self._reference[s] for s in sequences], dtype=torch.float32)
-
-    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         logps = sequence_logprobs(self.lm, batch)
         if self.variant == "no_ref_unscaled":
             return logps
         if self.variant == "no_ref":
             return self.beta * logps
-        if ref_logps is None:
-            raise ValueError("ImplicitRM(variant='ref') needs ref_logps (see reference_logps)")
-        return self.beta * (logps - ref_logps.to(logps.device))
+        if batch.ref_logps is None:
+            raise MissingReference("ImplicitRM(variant='ref') needs a batch that carries ref_logps: collate it "
+                                   "with rm.collate(..., ref_logps=...) (see rmlib.scoring.reference_logps)")
+        return self.beta * (logps - batch.ref_logps.to(logps.device))
 
 
 class GenerativeRM(_RewardModel):
@@ -272,7 +268,7 @@ class GenerativeRM(_RewardModel):
     def encode(self, prompt: str, response: str) -> Encoded:
         return self.formatter.encode_prompt(grm_prompt(prompt, response))
 
-    def forward(self, batch: Batch, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         """[N, 2]: ln P(Yes | I[x,y]) and ln P(No | I[x,y]) at the last real token."""
         hidden = backbone_hidden(self.lm, batch)
         last = hidden[torch.arange(len(batch), device=hidden.device), batch.last_index]
@@ -300,58 +296,3 @@ def build_reward_model(rm_type: str, lm, tokenizer, variant: str | None = None, 
     if rm_type == "im":
         return ImplicitRM(lm, tokenizer, beta=beta, variant=variant, **kwargs)
     return GenerativeRM(lm, tokenizer, variant=variant, **kwargs)
-
-
-@torch.no_grad()
-def score(rm: _RewardModel, sequences: list[Encoded], batch_size: int = 16, progress=None) -> torch.Tensor:
-    """Rewards of many sequences (eval mode, packed batches of pairs), returned in the input order.
-
-    A sequence that occurs several times (e.g. evaluation sets of all chosen x rejected combinations)
-    is computed once and its reward repeated. ``progress``: a tqdm bar (or anything with ``update(n)``),
-    advanced by the number of distinct sequences of each batch; it only reports, it changes no reward."""
-    unique = list(dict.fromkeys(sequences))
-    if len(unique) < len(sequences):
-        position = {s: i for i, s in enumerate(unique)}
-        return score(rm, unique, batch_size, progress)[[position[s] for s in sequences]]
-    rewards = torch.empty(len(sequences), dtype=torch.float32)
-    index = {s: i for i, s in enumerate(sequences)}
-    was_training = rm.training
-    rm.eval()
-    for first, second, batch in _packed_batches(rm, sequences, batch_size):
-        chunk = first + second
-        ref = rm.reference_logps(chunk) if rm.needs_reference() else None
-        out = rm(batch.to(rm.device), ref)
-        rewards[[index[s] for s in chunk]] = rm.rewards_from_outputs(out).float().cpu()
-        if progress is not None:
-            progress.update(len(chunk))
-    rm.train(was_training)
-    return rewards
-
-
-def _packed_batches(rm: _RewardModel, sequences: list[Encoded], batch_size: int):
-    """Yield ``(first, second, batch)``: about ``batch_size`` sequences at a time, two per packed row
-    (:func:`~rmlib.batching.pair_for_packing`: responses to the same prompt share its forward pass; the
-    packed forward gives every sequence the hidden states it has alone). ``batch`` lays them out as
-    ``first + second``."""
-    pairs = pair_for_packing(sequences)
-    per_batch = max(1, batch_size // 2)
-    for start in range(0, len(pairs), per_batch):
-        chunk = pairs[start:start + per_batch]
-        first, second = [sequences[a] for a, _ in chunk], [sequences[b] for _, b in chunk]
-        yield first, second, rm.collate_pairs(first, second)
-
-
-def encode_pairs(rm, rows) -> tuple[list[Encoded], list[Encoded]]:
-    """Encode every row's chosen and rejected sequence with the reward model's own format."""
-    chosen = [rm.encode(r["prompt"], r["chosen"]) for r in rows]
-    rejected = [rm.encode(r["prompt"], r["rejected"]) for r in rows]
-    return chosen, rejected
-
-
-def evaluate(rm, chosen: list[Encoded], rejected: list[Encoded], batch_size: int = 16) -> dict:
-    """Rewards of every pair and the two metrics; ``rewards`` are kept for later analysis."""
-    rewards = score(rm, chosen + rejected, batch_size)
-    n = len(chosen)
-    rc, rr = rewards[:n].numpy(), rewards[n:].numpy()
-    return {"accuracy": accuracy(rc, rr), "margin": normalized_margin(rc, rr), "n": n,
-            "reward_chosen": rc.tolist(), "reward_rejected": rr.tolist()}

@@ -21,8 +21,9 @@ where it stopped and ends with the same weights as an uninterrupted run.
 
 Precision (:mod:`rmlib.precision`): the trained parameters must be fp32 (pure bf16/fp16 weights under a
 plain Adam are refused); the accelerator's ``mixed_precision`` says whether the forward and backward run
-under bf16 autocast. The IM-RM's reference log-probs are computed under that same autocast, so the
-implicit reward starts at ~0. ``train`` without an accelerator uses fp32.
+under bf16 autocast. The IM-RM's reference log-probs (data: :func:`rmlib.scoring.reference_logps`, carried
+by every batch) are computed under that same autocast, so the implicit reward starts at ~0. ``train``
+without an accelerator uses fp32.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from . import checkpoint as ckpt
 from .batching import micro_batches, packed_length
 from .formatting import Encoded
 from .metrics import correctness
-from .precision import (Precision, PrecisionError, autocast, check_launch_config, refuse_low_precision_weights,
+from .precision import (Precision, PrecisionError, check_launch_config, refuse_low_precision_weights,
                         resolve_precision)
+from .rewards import MissingReference
 from .runconfig import RunConfig
+from .scoring import reference_logps
 
 
 @dataclass
@@ -149,12 +152,15 @@ def enable_gradient_checkpointing(rm) -> None:
 
 def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
           reference_sequences: list[Encoded] = (), accelerator=None, on_step=None,
-          checkpoint_dir: str | Path | None = None) -> TrainHistory:
+          checkpoint_dir: str | Path | None = None, ref_logps: dict[Encoded, float] | None = None) -> TrainHistory:
     """Train ``rm`` in place on the pairs ``(chosen[i], rejected[i])`` with the optimizer, micro-batching,
     checkpointing and progress settings of ``config`` (its model and data fields are the caller's business).
 
-    For an IM-RM, reference log-probs of the training pairs and of ``reference_sequences`` (the
-    evaluation sets) are computed first, with the initial weights, and cached.
+    For an IM-RM of Eq. 2, the reference log-probs ln pi_ref(y|x) (data, sequence -> value) must cover the
+    training pairs and ``reference_sequences`` (the evaluation sets) before the first step: ``ref_logps``
+    when given (a missing one is refused before any work), restored from the checkpoint when resuming, else
+    computed here with the initial weights (:func:`rmlib.scoring.reference_logps`). They are returned as
+    ``history.ref_logps`` (for evaluation) and saved with every checkpoint.
 
     With ``checkpoint_dir`` and ``config.checkpoint_every``, a checkpoint is saved every that many steps,
     and training resumes from the latest complete checkpoint found there (pass a fresh ``accelerator``
@@ -177,17 +183,25 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
         accelerator.wait_for_everyone()
         resume = ckpt.latest_checkpoint(checkpoint_dir)
     if rm.needs_reference():
+        needed = [*chosen, *rejected, *reference_sequences]
         if resume is not None:  # pi_ref is the *initial* model: take its log-probs from the checkpoint
-            rm._reference.update(ckpt.load_reference(resume))
-            missing = sum(s not in rm._reference for s in (*chosen, *rejected, *reference_sequences))
+            ref_logps = ckpt.load_ref_logps(resume)
+            missing = sum(s not in ref_logps for s in needed)
             if missing:
                 raise ckpt.CheckpointMismatch(f"checkpoint {resume} lacks reference log-probs of {missing} "
                                               "sequences: it belongs to other data; delete it to start afresh")
+        elif ref_logps is not None:
+            missing = sum(s not in ref_logps for s in needed)
+            if missing:
+                raise MissingReference(f"ref_logps lacks the reference log-probs of {missing} of the {len(needed)} "
+                                       "training and evaluation sequences: compute them for every data set with "
+                                       "the initial model (rmlib.scoring.reference_logps) before training")
         else:  # under the autocast of the training forward: the implicit reward starts at ~0
-            with autocast(accelerator), tqdm(desc="reference log-probs (pi_ref)", unit="seq", mininterval=2.0,
-                                             disable=not (config.progress and accelerator.is_main_process)) as bar:
-                rm.cache_reference(list(chosen) + list(rejected) + list(reference_sequences), progress=bar)
-        rm.reference_frozen = True
+            with tqdm(desc="reference log-probs (pi_ref)", unit="seq", mininterval=2.0,
+                      disable=not (config.progress and accelerator.is_main_process)) as bar:
+                ref_logps = reference_logps(rm, needed, progress=bar, accelerator=accelerator)
+    else:
+        ref_logps = None
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)
     model, optimizer = accelerator.prepare(rm, optimizer)
@@ -234,12 +248,11 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
         step_tokens = 0
         for j, group in enumerate(micro):
             idx, scale = (group, weight_scale) if group is not None else (work[:1], 0.0)
-            sequences = [chosen[i] for i in idx] + [rejected[i] for i in idx]
-            batch = rm.collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx]).to(accelerator.device)
-            ref = rm.reference_logps(sequences) if rm.needs_reference() else None
+            batch = rm.collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx],
+                                     ref_logps).to(accelerator.device)
             sync = j == len(micro) - 1
             with accelerator.no_sync(model) if not sync and world > 1 else nullcontext():
-                outputs = model(batch, ref)
+                outputs = model(batch)
                 loss, r_chosen, r_rejected = rm.loss(outputs)
                 accelerator.backward(loss * (scale * len(idx) * world / len(step_pairs)))
             step_tokens += batch.num_tokens * int(scale)
@@ -265,8 +278,7 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
                 and step < total:
             history.seconds = seconds_before + time.perf_counter() - start
             state = {"step": step, "epoch_sums": sums, "history": history.to_dict(), "identity": identity}
-            ckpt.save_checkpoint(accelerator, checkpoint_dir, step, state,
-                                 rm._reference if rm.needs_reference() else None)
+            ckpt.save_checkpoint(accelerator, checkpoint_dir, step, state, ref_logps)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", refresh=False)
         if on_step is not None:
@@ -276,4 +288,5 @@ def train(rm, chosen: list[Encoded], rejected: list[Encoded], config: RunConfig,
     history.pairs = int(sum(r["pairs"] for r in history.steps))
     model.eval()
     history.engine_model = model  # not a field (not saved): the accelerate-prepared model, for sharded engines
+    history.ref_logps = ref_logps  # not a field: the IM-RM's reference log-probs (None for other models)
     return history

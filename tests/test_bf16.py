@@ -15,11 +15,11 @@ import math
 import pytest
 import torch
 
-from rmlib.rewards import encode_pairs
 from rmlib.models import load_model
 from rmlib.precision import PrecisionError
 from rmlib.rewards import build_reward_model, response_token_logprobs, sequence_logprobs
 from rmlib.runconfig import RunConfig
+from rmlib.scoring import encode_pairs, reference_logps
 from rmlib.training import make_accelerator, train
 
 LONG = "alpha beta gamma delta epsilon zeta eta theta " * 30  # ~240 response tokens
@@ -28,10 +28,8 @@ LONG = "alpha beta gamma delta epsilon zeta eta theta " * 30  # ~240 response to
 def _rm_and_batch(rm_type, lm, tok):
     rm = build_reward_model(rm_type, lm, tok, seed=0)
     sequences = [rm.encode("Recite.", LONG), rm.encode("Say hi.", "Hi!")]
-    if rm.needs_reference():
-        rm.cache_reference(sequences)
-    ref = rm.reference_logps(sequences) if rm.needs_reference() else None
-    return rm, rm.collate(sequences), ref
+    ref_logps = reference_logps(rm, sequences) if rm.needs_reference() else None
+    return rm, rm.collate(sequences, ref_logps=ref_logps)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def bf16_model():
 def test_sequence_logprobs_are_summed_in_fp32(setting, bf16_model, tiny):
     lm, tok = bf16_model if setting == "bf16 weights" else tiny
     assert lm.dtype == (torch.bfloat16 if setting == "bf16 weights" else torch.float32)
-    _, batch, _ = _rm_and_batch("im", lm, tok)
+    _, batch = _rm_and_batch("im", lm, tok)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if setting == "bf16 autocast" else contextlib.nullcontext()
     with torch.no_grad(), context:
         token_logps, rows = response_token_logprobs(lm, batch)
@@ -56,9 +54,9 @@ def test_sequence_logprobs_are_summed_in_fp32(setting, bf16_model, tiny):
 
 @pytest.mark.parametrize("rm_type", ["ex", "im", "grm"])
 def test_rewards_are_fp32_with_bf16_weights(rm_type, bf16_model):
-    rm, batch, ref = _rm_and_batch(rm_type, *bf16_model)
+    rm, batch = _rm_and_batch(rm_type, *bf16_model)
     with torch.no_grad():
-        rewards = rm.rewards_from_outputs(rm(batch, ref))
+        rewards = rm.rewards_from_outputs(rm(batch))
     assert rewards.dtype == torch.float32
     if rm_type == "ex":
         assert rm.head.weight.dtype == torch.float32  # the head stays fp32 on a bf16 backbone
@@ -66,9 +64,9 @@ def test_rewards_are_fp32_with_bf16_weights(rm_type, bf16_model):
 
 @pytest.mark.parametrize("rm_type", ["ex", "im", "grm"])
 def test_rewards_are_fp32_under_bf16_autocast(rm_type, tiny):
-    rm, batch, ref = _rm_and_batch(rm_type, *tiny)
+    rm, batch = _rm_and_batch(rm_type, *tiny)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        rewards = rm.rewards_from_outputs(rm(batch, ref))
+        rewards = rm.rewards_from_outputs(rm(batch))
     assert rewards.dtype == torch.float32
 
 
@@ -128,11 +126,11 @@ def test_pure_bf16_weights_do_not_train_and_are_refused():
     chosen, rejected = encode_pairs(rm, PAIRS)
     with pytest.raises(PrecisionError, match=r"2\^-8 = 0\.0039.*7\.8e-05.*bf16-mixed"):
         train(rm, chosen, rejected, ONE_STEP)
-    rm.cache_reference(chosen + rejected)
+    ref_logps = reference_logps(rm, chosen + rejected)
     before, nonzero = _watch(rm)
     optimizer = torch.optim.Adam(rm.parameters(), lr=1e-6)
-    batch = rm.collate_pairs(chosen, rejected)
-    loss, _, _ = rm.loss(rm(batch, rm.reference_logps(chosen + rejected)))
+    batch = rm.collate_pairs(chosen, rejected, ref_logps)
+    loss, _, _ = rm.loss(rm(batch))
     loss.backward()
     optimizer.step()
     changed = _changed_fraction(rm, before, nonzero)
@@ -140,13 +138,13 @@ def test_pure_bf16_weights_do_not_train_and_are_refused():
 
 
 def test_reference_logprobs_use_the_training_precision():
-    """The IM-RM's cached ln pi_ref under bf16-mixed are bf16-autocast values, not fp32 ones."""
-    rms = {}
+    """The IM-RM's ln pi_ref computed by train() under bf16-mixed are bf16-autocast values, not fp32 ones."""
+    refs = {}
     for precision in ("fp32", "bf16-mixed"):
         lm, tok = load_model("tiny-random", dtype="float32", seed=0)
-        rms[precision] = build_reward_model("im", lm, tok, seed=0)
-        chosen, rejected = encode_pairs(rms[precision], PAIRS)
-        train(rms[precision], chosen, rejected, ONE_STEP, accelerator=make_accelerator(precision))
-    fp32, mixed = rms["fp32"]._reference, rms["bf16-mixed"]._reference
+        rm = build_reward_model("im", lm, tok, seed=0)
+        chosen, rejected = encode_pairs(rm, PAIRS)
+        refs[precision] = train(rm, chosen, rejected, ONE_STEP, accelerator=make_accelerator(precision)).ref_logps
+    fp32, mixed = refs["fp32"], refs["bf16-mixed"]
     assert fp32.keys() == mixed.keys()
     assert max(abs(fp32[s] - mixed[s]) for s in fp32) > 1e-4  # bf16 rounding shows at this size

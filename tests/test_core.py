@@ -10,15 +10,15 @@ import torch.nn.functional as F
 
 from rmlib.batching import collate
 from rmlib.metrics import accuracy, normalized_margin, win_rate
-from rmlib.rewards import encode_pairs
 from rmlib.data import EvalSet
 from rmlib.experiment import run_experiment
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, ChatFormatter, add_special_tokens
 from rmlib.models import eval_mode, load_model
 from rmlib.results import results_table
-from rmlib.rewards import (ExplicitRM, GenerativeRM, ImplicitRM, gather_logprobs, score,
+from rmlib.rewards import (ExplicitRM, GenerativeRM, ImplicitRM, MissingReference, gather_logprobs,
                            sequence_logprobs)
 from rmlib.runconfig import RunConfig
+from rmlib.scoring import encode_pairs, reference_logps, score
 from rmlib.training import train
 
 PAIRS = [
@@ -41,15 +41,52 @@ def test_implicit_reward_matches_token_by_token_sum(fresh_tiny):
     lm, tok = fresh_tiny
     rm = ImplicitRM(lm, tok, beta=0.01)
     seqs = [rm.encode(p["prompt"], p["chosen"]) for p in PAIRS]
-    rm.cache_reference(seqs)
+    ref_logps = reference_logps(rm, seqs)
     ref = [naive_response_logprob(lm, s.input_ids, s.response_start) for s in seqs]
-    np.testing.assert_allclose(rm.reference_logps(seqs).numpy(), ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose([ref_logps[s] for s in seqs], ref, rtol=1e-5, atol=1e-4)
     with torch.no_grad():  # move the policy away from the reference, then compare rewards
         lm.get_output_embeddings().weight.add_(0.05 * torch.randn_like(lm.get_output_embeddings().weight))
     policy = [naive_response_logprob(lm, s.input_ids, s.response_start) for s in seqs]
     expected = [0.01 * (p - r) for p, r in zip(policy, ref)]
-    np.testing.assert_allclose(score(rm, seqs).numpy(), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(score(rm, seqs, ref_logps=ref_logps).numpy(), expected, rtol=1e-4, atol=1e-6)
     assert not np.allclose(expected, 0)
+
+
+def test_reference_logps_attached_to_the_data_equal_a_naive_loop(fresh_tiny):
+    """ln pi_ref(y|x) computed once per data set (packed batches, duplicates once) equals, sequence by
+    sequence, a full unpadded forward pass; the batch carries them in its own order, and the reward of
+    the untrained model is then exactly 0 (Eq. 2 at pi_theta = pi_ref)."""
+    lm, tok = fresh_tiny
+    rm = ImplicitRM(lm, tok, beta=0.5)
+    chosen, rejected = encode_pairs(rm, PAIRS)
+    data = chosen + rejected + chosen[:1]  # a repeated sequence is computed once
+    ref_logps = reference_logps(rm, data, batch_size=2)
+    assert set(ref_logps) == set(data) and len(ref_logps) == 6
+    for s in data:
+        assert ref_logps[s] == pytest.approx(naive_response_logprob(lm, s.input_ids, s.response_start), abs=1e-4)
+    batch = rm.collate_pairs(chosen, rejected, ref_logps)
+    assert batch.ref_logps.tolist() == [ref_logps[s] for s in chosen + rejected]
+    assert float(score(rm, data, ref_logps=ref_logps).abs().max()) < 1e-5
+
+
+def test_missing_reference_is_refused_before_any_work(fresh_tiny, monkeypatch):
+    """An evaluation set without reference log-probs is refused by train() before the first step, and by
+    score() before any forward pass, naming how many are missing."""
+    lm, tok = fresh_tiny
+    rm = ImplicitRM(lm, tok, beta=0.5)
+    chosen, rejected = encode_pairs(rm, PAIRS[:2])
+    heldout, _ = encode_pairs(rm, PAIRS[2:])
+    ref_logps = reference_logps(rm, chosen + rejected)  # the evaluation set was forgotten
+    forwards = []
+    monkeypatch.setattr(ImplicitRM, "forward", lambda self, batch: forwards.append(1))
+    with pytest.raises(MissingReference, match="1 of the 5 training and evaluation sequences"):
+        train(rm, chosen, rejected, RunConfig(epochs=1, lr=1e-3, batch_size=2, micro_batch_size=2,
+                                                progress=False), reference_sequences=heldout, ref_logps=ref_logps)
+    with pytest.raises(MissingReference, match="1 of 1 sequences have no reference log-prob"):
+        score(rm, heldout, ref_logps=ref_logps)
+    with pytest.raises(MissingReference, match="2 of 2"):
+        score(rm, chosen[:1] + heldout)  # no ref_logps at all: all of them are missing
+    assert forwards == []
 
 
 @pytest.mark.parametrize("variant, scale", [("no_ref", 0.01), ("no_ref_unscaled", 1.0)])
@@ -195,9 +232,11 @@ def test_after_training_output_is_stored_and_reused_without_retraining(tmp_path)
                        micro_batch_size=4, seed=0, progress=False)
     calls = []
 
-    def after(rm):  # e.g. samples of the IM-RM: needs the trained weights, stored with the run
+    def after(rm, ref_logps):  # e.g. samples of the IM-RM: needs the trained weights, stored with the run
         calls.append(rm.kind)
-        return {"n_parameters": sum(p.numel() for p in rm.parameters()), "kind": rm.kind}
+        seqs = [rm.encode(p["prompt"], p["chosen"]) for p in PAIRS]  # ln pi_ref of the run's data, as data
+        return {"n_parameters": sum(p.numel() for p in rm.parameters()), "kind": rm.kind,
+                "ref_logps": [ref_logps[s] for s in seqs]}
 
     run = lambda: run_experiment(config, PAIRS, {"train": EvalSet(PAIRS)}, tmp_path, after_training=after)
     first = run()
@@ -256,13 +295,12 @@ def test_real_smollm2(smollm2, tmp_path):
     rm = ImplicitRM(lm, tok)
     s = rm.encode("What is 2+2?", "4")
     assert tok.decode(s.response_ids) == "4<|im_end|>\n"
-    rm.cache_reference([s])
-    assert float(rm.reference_logps([s])[0]) == pytest.approx(naive_response_logprob(lm, s.input_ids, s.response_start), rel=1e-4)
+    assert reference_logps(rm, [s])[s] == pytest.approx(naive_response_logprob(lm, s.input_ids, s.response_start), rel=1e-4)
     # A real language model: a fluent answer is far likelier than the same words scrambled.
     fluent = rm.encode("What is the capital of France?", "The capital of France is Paris.")
     scrambled = rm.encode("What is the capital of France?", "Paris France capital the is of The.")
-    rm.cache_reference([fluent, scrambled])
-    assert float(rm.reference_logps([fluent])[0]) > float(rm.reference_logps([scrambled])[0]) + 5
+    ref_logps = reference_logps(rm, [fluent, scrambled])
+    assert ref_logps[fluent] > ref_logps[scrambled] + 5
 
 
 def test_dated_chat_template_is_deterministic(fresh_tiny):

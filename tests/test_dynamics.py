@@ -8,7 +8,8 @@ from rmlib.analysis import dynamics as dyn
 from rmlib.analysis import gradient_step as step
 from rmlib.analysis.theorem2 import single_token_id
 from rmlib.formatting import ChatFormatter, grm_prompt
-from rmlib.rewards import build_reward_model, score
+from rmlib.rewards import build_reward_model
+from rmlib.scoring import reference_logps, score
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,11 @@ def test_all_parameter_step_restores_the_model(fresh_tiny):
     rm = build_reward_model("im", lm, tok, beta=1.0)
     plus, minus = rm.encode("Do you like tea?", "Yes, a lot"), rm.encode("Do you like tea?", "No")
     evaluated = [rm.encode("Do you like coffee?", "Yes, a lot"), rm.encode("Do you like coffee?", "Never")]
-    rm.cache_reference(evaluated)
-    before = score(rm, evaluated)
+    ref_logps = reference_logps(rm, evaluated)
+    before = score(rm, evaluated, ref_logps=ref_logps)
     small = step.measure_all_parameters(rm, plus, minus, evaluated, eta=1e-5)
     large = step.measure_all_parameters(rm, plus, minus, evaluated, eta=1e-4)
-    torch.testing.assert_close(score(rm, evaluated), before, rtol=0, atol=0)
+    torch.testing.assert_close(score(rm, evaluated, ref_logps=ref_logps), before, rtol=0, atol=0)
     assert np.all(np.isfinite(large)) and np.abs(large).max() > 0
     # first order in eta: 10x the step gives about 10x the change
     np.testing.assert_allclose(large, 10 * small, rtol=0.25)

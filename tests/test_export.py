@@ -13,7 +13,8 @@ from rmlib.export import (FIXED_TEMPLATE_KWARGS, MEAN_MODEL_TYPE, META_FILE, Ref
                           load_reward_model, save_reward_model)
 from rmlib.formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens
 from rmlib.models import load_model
-from rmlib.rewards import build_reward_model, score
+from rmlib.rewards import build_reward_model
+from rmlib.scoring import reference_logps, score
 
 PAIRS = [("Say hi.", "Hi!"), ("Say hi.", "No, I will not say it."),
          ("Add 2 and 3, and explain the steps.", "2 + 3 = 5: start at 2 and count three more."),
@@ -142,12 +143,12 @@ def _true_im_rewards(rm, seqs, reference_lm):
 def test_im_ref_round_trip_rebuilds_pi_ref_by_name(tmp_path):
     rm = _im("ref")
     seqs = _sequences(rm)
-    rm.cache_reference(seqs[:3])  # as training does, with the initial weights
-    rm.reference_frozen = True
+    ref_logps = reference_logps(rm, seqs[:3])  # as training does, with the initial weights
     _perturb(rm.lm)
-    expected = score(rm, seqs[:3])
+    expected = score(rm, seqs[:3], ref_logps=ref_logps)
     assert expected.abs().max() > 0.1
-    folder = save_reward_model(rm, tmp_path / "im", reference={"model": "tiny-random", "seed": 0})
+    folder = save_reward_model(rm, tmp_path / "im", reference={"model": "tiny-random", "seed": 0},
+                               ref_logps=ref_logps)
     reference = json.loads((folder / META_FILE).read_text())["im"]["reference"]
     assert reference["by"] == "name" and reference["model"] == "tiny-random" and reference["seed"] == 0
     assert len(reference["checks"]) == 3 and reference["cache_max_abs_diff"] < 1e-4
@@ -163,9 +164,9 @@ def test_im_ref_round_trip_rebuilds_pi_ref_by_name(tmp_path):
 
 def test_im_ref_wrong_reference_is_refused(tmp_path):
     rm = _im("ref")
-    rm.cache_reference(_sequences(rm))
+    ref_logps = reference_logps(rm, _sequences(rm))
     with pytest.raises(ReferenceMismatch, match="does not reproduce the log-probs cached"):
-        save_reward_model(rm, tmp_path / "im", reference={"model": "tiny-random", "seed": 1})
+        save_reward_model(rm, tmp_path / "im", reference={"model": "tiny-random", "seed": 1}, ref_logps=ref_logps)
     with pytest.raises(ValueError, match="needs its reference model"):
         save_reward_model(rm, tmp_path / "im")
     assert not (tmp_path / "im").exists() and not list(tmp_path.iterdir())  # nothing half-written
@@ -189,12 +190,12 @@ def test_im_ref_with_added_tokens_saves_the_reference_weights(tmp_path):
     with torch.no_grad():
         initial.load_state_dict(rm.lm.state_dict())
     seqs = [rm.encode(p, r + " [sep]") for p, r in PAIRS]
-    rm.cache_reference(seqs)
+    ref_logps = reference_logps(rm, seqs)
     _perturb(rm.lm)
-    expected = score(rm, seqs)
+    expected = score(rm, seqs, ref_logps=ref_logps)
     with pytest.raises(ReferenceMismatch, match="tokens were added"):
         save_reward_model(rm, tmp_path / "im", reference={"model": "tiny-random", "seed": 0})
-    folder = save_reward_model(rm, tmp_path / "im", reference=initial)
+    folder = save_reward_model(rm, tmp_path / "im", reference=initial, ref_logps=ref_logps)
     assert json.loads((folder / META_FILE).read_text())["im"]["reference"]["by"] == "folder"
     assert (folder / "reference" / "config.json").exists()
     assert _diff(score(load_reward_model(folder), seqs), expected) < TOL
@@ -274,17 +275,16 @@ def test_cli_saves_the_trained_model_on_request_only(tmp_path):
 
 @pytest.mark.parametrize("prepared", [False, True])
 def test_run_experiment_saves_an_im_rm_with_its_reference(tmp_path, prepared):
-    """Without a prepare step pi_ref is named (tiny-random, seed); with one that adds special tokens
-    (hamiltonian.prepare_model) the initial model is rebuilt as the run built it and saved."""
+    """Without a task pi_ref is named (tiny-random, seed); with a task that adds special tokens
+    (task="hamiltonian") the initial model is rebuilt as the run built it and saved."""
     from rmlib.data import EvalSet
     from rmlib.experiment import run_experiment
     from rmlib.runconfig import RunConfig
-    from rmlib.tasks.hamiltonian import prepare_model
 
     run = RunConfig(setting="im", model="tiny-random", rm_type="im", beta=0.5, precision="fp32", epochs=2, lr=1e-2,
                     batch_size=3, micro_batch_size=3, progress=False, seed=1)
     outcome = run_experiment(run, ROWS, {"e": EvalSet(ROWS)}, tmp_path / "results",
-                             prepare=prepare_model if prepared else None, save_model_dir=tmp_path / "models")
+                             task="hamiltonian" if prepared else None, save_model_dir=tmp_path / "models")
     folder = Path(outcome.record["saved_model"])
     reference = json.loads((folder / META_FILE).read_text())["im"]["reference"]
     assert reference["by"] == ("folder" if prepared else "name") and reference["cache_max_abs_diff"] < 1e-4

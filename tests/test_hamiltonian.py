@@ -9,7 +9,8 @@ from rmlib.analysis import claims
 from rmlib.tasks import hamiltonian as ham
 from rmlib.tasks.hamiltonian import (EDGE_SEP, SEP, Graph, format_prompt, format_response, is_hamiltonian_cycle,
                                is_hamiltonian_order, make_dataset, make_splits, parse_prompt, parse_response,
-                               prepare_model, random_graph, random_non_cycle)
+                               random_graph, random_non_cycle)
+from rmlib.models import add_task_tokens, load_for_task
 
 
 def square_with_diagonal():
@@ -132,7 +133,7 @@ def test_random_non_cycle_fails_clearly_on_complete_graph():
 
 def test_special_tokens_tokenize_as_single_tokens(fresh_tiny):
     model, tokenizer = fresh_tiny
-    assert set(prepare_model(model, tokenizer)) == {SEP, EDGE_SEP}
+    assert set(add_task_tokens(model, tokenizer, "hamiltonian")) == {SEP, EDGE_SEP}
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
     row = make_dataset(1, 10, 0.2, seed=0)[0]
     encoded = ChatFormatter(tokenizer).encode(row["prompt"], row["chosen"])
@@ -147,7 +148,8 @@ def test_paper_template_on_a_chat_model(fresh_tiny):
     and the EX-RM's last token is [EOS] right after the cycle (Appendix D: [USER]{x}[ASSISTANT]{y}[EOS])."""
     model, tokenizer = fresh_tiny
     assert tokenizer.chat_template  # the tiny model has one; the paper's template must still be usable
-    assert set(prepare_model(model, tokenizer, use_chat_template=False)) == {SEP, EDGE_SEP, *PAPER_TEMPLATE_TOKENS}
+    assert set(add_task_tokens(model, tokenizer, "hamiltonian", use_chat_template=False)) == {
+        SEP, EDGE_SEP, *PAPER_TEMPLATE_TOKENS}
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
     row = make_dataset(1, 5, 0.2, seed=0)[0]
     encoded = ChatFormatter(tokenizer, use_chat_template=False).encode(row["prompt"], row["chosen"])
@@ -182,3 +184,23 @@ def test_generation_vs_random_baseline_by_hand():
     # P(at most 1 valid) with p = (0.5, 0.5): 3/4
     assert claims.generation_vs_random([True, False], [0.5, 0.5])[2] == pytest.approx(0.75)
     assert "0 of 96 samples are valid" in claims.generation_sentence("IM-RM", [False] * 96, [0.026] * 96)
+
+
+def test_load_for_task_returns_a_backbone_ready_for_the_task(monkeypatch):
+    """One owner of "ready for this task": the task's tokens are added (their embedding rows drawn under the
+    task's seed: the same in every load), the formatter comes with the model; a persona on a chat model adds
+    nothing; an unknown task is refused before any model is loaded."""
+    import torch
+
+    from rmlib import models
+
+    loads = [load_for_task("tiny-random", "hamiltonian", dtype="float32", seed=0) for _ in range(2)]
+    (lm, tok, formatter), (lm2, _, _) = loads
+    assert {SEP, EDGE_SEP} <= set(tok.get_vocab()) and lm.get_input_embeddings().weight.shape[0] == len(tok)
+    assert formatter.use_chat_template and formatter.tokenizer is tok
+    assert torch.equal(lm.get_input_embeddings().weight, lm2.get_input_embeddings().weight)
+    plain, plain_tok, _ = load_for_task("tiny-random", "persona", dtype="float32")  # SmolLM2 has a chat template
+    assert len(plain_tok) == plain.get_input_embeddings().weight.shape[0] == len(tok) - 2
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded before checking the task"))
+    with pytest.raises(ValueError, match="unknown task 'hamiltonain'.*'hamiltonian', 'persona'"):
+        load_for_task("tiny-random", "hamiltonain")

@@ -9,7 +9,6 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rmlib import cli
 from rmlib.batching import collate_pairs, micro_batches, packed_length, padded_tokens
-from rmlib.rewards import encode_pairs
 from rmlib.data import EvalSet
 from rmlib.experiment import run_experiment
 from rmlib.formatting import Encoded
@@ -17,6 +16,7 @@ from rmlib.models import load_model
 from rmlib.params import ParameterError
 from rmlib.rewards import build_reward_model
 from rmlib.runconfig import RunConfig
+from rmlib.scoring import encode_pairs, reference_logps
 from rmlib.training import enable_gradient_checkpointing, train
 
 SHORT = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
@@ -88,10 +88,10 @@ def _train(rm_type, tok, chosen, rejected, epochs=2, lr=1e-4, **options):
     rm = build_reward_model(rm_type, lm, tok, seed=1)
     shapes, grads, collate = [], [], rm.collate_pairs
 
-    def recorded(c, r):
-        if torch.is_grad_enabled():  # not the IM-RM's reference pass
+    def recorded(c, r, ref_logps=None):
+        if torch.is_grad_enabled():  # the training micro-batches only
             shapes.append((len(c), padded_tokens([packed_length(*p) for p in zip(c, r)])))
-        return collate(c, r)
+        return collate(c, r, ref_logps)
 
     def gradient(optimizer, args, kwargs):
         grads.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups for p in group["params"]]))
@@ -138,9 +138,9 @@ def checkpointing(lm) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) for m in lm.modules())
 
 
-def _grads(rm, batch, ref):
+def _grads(rm, batch):
     rm.zero_grad(set_to_none=True)
-    loss = rm.loss(rm(batch, ref))[0]
+    loss = rm.loss(rm(batch))[0]
     loss.backward()
     return {name: p.grad.clone() for name, p in rm.named_parameters() if p.grad is not None}
 
@@ -150,18 +150,15 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, rm_type):
     lm, tok = load_model("tiny-random", dtype="float32", seed=0)
     rm = build_reward_model(rm_type, lm, tok, seed=1).train()
     chosen, rejected = encode_pairs(rm, SHORT + LONG)
-    ref = None
-    if rm.needs_reference():
-        rm.cache_reference(chosen + rejected)
-        ref = rm.reference_logps(chosen + rejected)
-    batch = rm.collate_pairs(chosen, rejected)
+    ref_logps = reference_logps(rm, chosen + rejected) if rm.needs_reference() else None
+    batch = rm.collate_pairs(chosen, rejected, ref_logps)
     calls = []
     lm.model.layers[0].mlp.register_forward_pre_hook(lambda *args: calls.append(1))
-    plain = _grads(rm, batch, ref)
+    plain = _grads(rm, batch)
     assert len(calls) == 1
     enable_gradient_checkpointing(rm)
     assert checkpointing(lm) and lm.config.use_cache is False
-    checkpointed = _grads(rm, batch, ref)
+    checkpointed = _grads(rm, batch)
     assert len(calls) == 3  # the layer ran again in the backward pass: its activations were not kept
     assert checkpointed.keys() == plain.keys() and len(plain) == len(list(rm.parameters()))
     for name in plain:

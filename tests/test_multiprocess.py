@@ -19,9 +19,9 @@ import yaml
 
 from rmlib import cli
 from rmlib.batching import micro_batches, packed_length
-from rmlib.distributed import shares
 from rmlib.models import load_model
-from rmlib.rewards import build_reward_model, score
+from rmlib.rewards import build_reward_model
+from rmlib.scoring import score, shares
 from rmlib.training import epoch_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ from pathlib import Path
 import rmlib.experiment as experiment
 from accelerate import PartialState
 from rmlib.cli import main
-from rmlib.distributed import score_distributed
+from rmlib.scoring import score
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model
 from rmlib.training import make_accelerator
@@ -67,7 +67,7 @@ lm, tok = load_model("tiny-random", dtype="float32", seed=0)
 rm = build_reward_model("ex", lm, tok, seed=0)
 sequences = [rm.encode(f"Question {i}?", "alpha " * (i + 1)) for i in range(7)]
 sequences.append(sequences[3])  # a repeated sequence is scored once and its reward repeated
-rewards = score_distributed(rm, sequences, accelerator, batch_size=2)
+rewards = score(rm, sequences, batch_size=2, accelerator=accelerator)
 if accelerator.is_main_process:
     json.dump({"world": accelerator.num_processes, "rewards": rewards.tolist(), "engines": engines,
                "distributed_type": accelerator.distributed_type.value}, open(out, "w"))

@@ -243,16 +243,18 @@ def test_no_token_view_shows_nothing(capsys):
 
 
 def test_token_view_of_an_untrained_im_rm_is_zero_and_matches_its_reference(fresh_tiny):
+    from rmlib.models import add_task_tokens
     from rmlib.rewards import build_reward_model
+    from rmlib.scoring import reference_logps
 
     lm, tok = fresh_tiny
-    persona.prepare_model(lm, tok)
+    add_task_tokens(lm, tok, "persona")
     rm = build_reward_model("im", lm, tok, beta=0.01)
     setting = persona.make_setting(PROMPTS, 6, 4, seed=0, n_eval_train_prompts=2)
     row = setting.train_rows[0]
-    rm.cache_reference([rm.encode(row["prompt"], text) for text in (row["chosen"], row["rejected"],
-                        persona.PARAPHRASED_CHOSEN[0], persona.PARAPHRASED_REJECTED[0])])  # as training does
-    record = persona_tokens.token_view(page.Config.from_profile("smoke"), rm, setting, seed=0)
+    ref_logps = reference_logps(rm, [rm.encode(row["prompt"], text) for text in (row["chosen"], row["rejected"],
+                                persona.PARAPHRASED_CHOSEN[0], persona.PARAPHRASED_REJECTED[0])])  # as training does
+    record = persona_tokens.token_view(page.Config.from_profile("smoke"), rm, setting, seed=0, ref_logps=ref_logps)
     assert record["prompt"] == setting.train_rows[0]["prompt"] and len(record["cached_ref_logps"]) == 4
     frame = persona_tokens.token_frame(record)
     assert np.abs(frame["change"]).max() < 1e-4  # same weights: pi_theta = pi_ref

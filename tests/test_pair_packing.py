@@ -10,6 +10,7 @@ from rmlib.batching import collate, collate_pairs, shared_prefix_length
 from rmlib.formatting import Encoded
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model
+from rmlib.scoring import reference_logps, score
 
 PAIRS = [
     {"prompt": "What is the capital of France?", "chosen": "Paris is the capital of France.",
@@ -24,9 +25,9 @@ def tiny_model():
     return load_model("tiny-random", dtype="float32", seed=0)
 
 
-def _outputs_and_grads(rm, batch, ref):
+def _outputs_and_grads(rm, batch):
     rm.zero_grad(set_to_none=True)
-    outputs = rm(batch, ref)
+    outputs = rm(batch)
     loss, _, _ = rm.loss(outputs)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in rm.named_parameters() if p.grad is not None}
@@ -41,19 +42,18 @@ def test_packed_pairs_match_plain_batch(tiny_model, rm_type, variant, attn):
     rm = build_reward_model(rm_type, lm, tok, variant=variant, seed=0)
     chosen = [rm.encode(p["prompt"], p["chosen"]) for p in PAIRS]
     rejected = [rm.encode(p["prompt"], p["rejected"]) for p in PAIRS]
-    ref = None
+    ref_logps = None
     if rm.needs_reference():
-        rm.cache_reference(chosen + rejected)
+        ref_logps = reference_logps(rm, chosen + rejected)
         with torch.no_grad():  # move the policy away from the reference so rewards are not all zero
             for p in lm.parameters():
                 p.add_(0.02 * torch.randn_like(p))
-        ref = rm.reference_logps(chosen + rejected)
-    plain_out, plain_grads = _outputs_and_grads(rm, collate(chosen + rejected, tok.pad_token_id), ref)
-    batch = collate_pairs(chosen, rejected, tok.pad_token_id)
+    plain_out, plain_grads = _outputs_and_grads(rm, rm.collate(chosen + rejected, ref_logps=ref_logps))
+    batch = rm.collate_pairs(chosen, rejected, ref_logps)
     assert batch.packed is not None
     # the packed rows are shorter than chosen + rejected side by side: the prompt is held once
     assert batch.packed.input_ids.shape[1] < 2 * batch.input_ids.shape[1]
-    packed_out, packed_grads = _outputs_and_grads(rm, batch, ref)
+    packed_out, packed_grads = _outputs_and_grads(rm, batch)
     torch.testing.assert_close(packed_out, plain_out, rtol=1e-5, atol=1e-6)
     assert packed_grads.keys() == plain_grads.keys()
     for name in plain_grads:
@@ -116,8 +116,8 @@ def test_pair_for_packing_groups_prompts_and_covers_every_sequence():
 @pytest.mark.parametrize("rm_type,variant", [("ex", "last"), ("ex", "mean"), ("im", "ref"), ("im", "no_ref"),
                                              ("grm", "yes")])
 def test_score_and_reference_cache_equal_each_sequence_alone(tiny_model, rm_type, variant):
-    """score() and cache_reference() run pairs packed; each value equals the sequence's own forward pass."""
-    from rmlib.rewards import score, sequence_logprobs
+    """score() and reference_logps() run pairs packed; each value equals the sequence's own forward pass."""
+    from rmlib.rewards import sequence_logprobs
 
     lm, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
     rm = build_reward_model(rm_type, lm, tok, variant=variant, seed=0).eval()
@@ -126,24 +126,24 @@ def test_score_and_reference_cache_equal_each_sequence_alone(tiny_model, rm_type
     sequences.append(sequences[1])                                  # a repeat
     with torch.no_grad():
         alone_logps = torch.stack([sequence_logprobs(lm, collate([s], tok.pad_token_id))[0] for s in sequences])
+    ref_logps = None
     if rm.needs_reference():
-        assert rm.cache_reference(sequences) == len(set(sequences))
-        torch.testing.assert_close(rm.reference_logps(sequences), alone_logps, rtol=1e-5, atol=1e-5)
+        ref_logps = reference_logps(rm, sequences)
+        assert len(ref_logps) == len(set(sequences))
+        torch.testing.assert_close(torch.tensor([ref_logps[s] for s in sequences]), alone_logps, rtol=1e-5, atol=1e-5)
         with torch.no_grad():
             for p in lm.parameters():
                 p.add_(0.02 * torch.randn_like(p))
     with torch.no_grad():
         alone = torch.stack([
-            rm.rewards_from_outputs(rm(collate([s], tok.pad_token_id),
-                                       rm.reference_logps([s]) if rm.needs_reference() else None))[0]
-            for s in sequences])
-    torch.testing.assert_close(score(rm, sequences, batch_size=4), alone.float(), rtol=1e-5, atol=1e-6)
+            rm.rewards_from_outputs(rm(rm.collate([s], ref_logps=ref_logps)))[0] for s in sequences])
+    torch.testing.assert_close(score(rm, sequences, batch_size=4, ref_logps=ref_logps), alone.float(),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_progress_counts_every_distinct_sequence_once_and_changes_no_reward(tiny_model):
-    """The build console's evaluation bar: score() and cache_reference() advance it by the sequences they
+    """The build console's evaluation bar: score() and reference_logps() advance it by the sequences they
     compute (a repeat once), and the rewards are those computed without a bar."""
-    from rmlib.rewards import score
 
     class Bar:
         def __init__(self):
@@ -160,9 +160,9 @@ def test_progress_counts_every_distinct_sequence_once_and_changes_no_reward(tiny
     sequences = [rm.encode(p["prompt"], p[key]) for p in PAIRS for key in ("chosen", "rejected")]
     sequences.append(sequences[2])
     reference = Bar()
-    rm.cache_reference(sequences, batch_size=2, progress=reference)
+    ref_logps = reference_logps(rm, sequences, batch_size=2, progress=reference)
     assert reference.total == reference.done == len(set(sequences)) == 6
     bar = Bar()
-    with_bar = score(rm, sequences, batch_size=2, progress=bar)
+    with_bar = score(rm, sequences, batch_size=2, progress=bar, ref_logps=ref_logps)
     assert bar.done == 6
-    torch.testing.assert_close(with_bar, score(rm, sequences, batch_size=2), rtol=0, atol=0)
+    torch.testing.assert_close(with_bar, score(rm, sequences, batch_size=2, ref_logps=ref_logps), rtol=0, atol=0)

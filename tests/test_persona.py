@@ -12,7 +12,8 @@ from rmlib.tasks import persona
 from rmlib.analysis import claims, maxmargin
 from rmlib.analysis.token_logprobs import token_logprob_changes
 from rmlib.metrics import accuracy
-from rmlib.rewards import build_reward_model, score
+from rmlib.rewards import build_reward_model
+from rmlib.scoring import score
 
 
 def fake_rows(n_yes=30, n_no=10):

@@ -250,7 +250,8 @@ def test_no_ref_rewards_follow_the_official_code_or_the_papers_text(tiny):
     """"no_ref" = beta * ln pi(y|x) (official compute_rewards_with_implicit_rm); "no_ref_unscaled" = ln pi(y|x)."""
     import torch
 
-    from rmlib.rewards import ImplicitRM, score, sequence_logprobs
+    from rmlib.rewards import ImplicitRM, sequence_logprobs
+    from rmlib.scoring import score
     from rmlib.batching import collate
 
     lm, tok = tiny

@@ -16,13 +16,13 @@ import torch
 import yaml
 
 from rmlib import checkpoint as ckpt
-from rmlib.rewards import encode_pairs
 from rmlib.data import EvalSet
 from rmlib.experiment import run_experiment
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model
-from rmlib.sweep import grid, run_sweep
 from rmlib.runconfig import RunConfig
+from rmlib.scoring import encode_pairs
+from rmlib.sweep import grid, run_sweep
 from rmlib.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +78,26 @@ def test_crashed_training_resumes_exactly(rm_type, tmp_path):
     assert len(resumed.steps) == 6 and resumed.tokens == reference.tokens
     for (name, a), b in zip(rm_ref.state_dict().items(), rm_res.state_dict().values()):
         assert torch.equal(a, b), name
-    if rm_type == "im":  # the reference log-probs are those of the initial model, restored, not recomputed
-        assert rm_res._reference == rm_ref._reference
+    if rm_type == "im":  # the reference log-probs are those of the initial model, restored from the checkpoint
+        assert resumed.ref_logps == reference.ref_logps
+
+
+def test_resume_restores_the_reference_logprobs_from_the_checkpoint_data(tmp_path, monkeypatch):
+    """On resume, ln pi_ref comes from the checkpoint's data (reference.pt), never recomputed: values
+    changed in the file are the ones the resumed run trains and evaluates with."""
+    from rmlib import training
+
+    folder = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        _train_tiny("im", folder, crash_at=3)
+    step = ckpt.latest_checkpoint(folder)
+    saved = ckpt.load_ref_logps(step)
+    assert len(saved) == 2 * 10 + 2 * 3  # the training pairs and the held-out set, as data
+    edited = {s: v + 0.25 for s, v in saved.items()}
+    torch.save([(list(s.input_ids), s.response_start, v) for s, v in edited.items()], step / ckpt.REFERENCE_FILE)
+    monkeypatch.setattr(training, "reference_logps", lambda *a, **k: pytest.fail("recomputed on resume"))
+    resumed, _ = _train_tiny("im", folder)
+    assert resumed.resumed_from_step == 2 and resumed.ref_logps == edited
 
 
 def test_init_optimizer_state_leaves_weights_and_is_overwritten_by_a_load():

@@ -15,9 +15,9 @@ import torch
 
 from rmlib.tasks import persona
 from rmlib.experiment import run_experiment
-from rmlib.rewards import score
-from rmlib.runconfig import RunConfig
 from rmlib import widgets as W
+from rmlib.runconfig import RunConfig
+from rmlib.scoring import score
 from rmlib import widgets as W
 from rmlib.widgets import score_panel as SP
 
@@ -34,8 +34,8 @@ def trained(tmp_path_factory):
     for rm_type in ("ex", "im"):
         run = RunConfig(setting="panel_test", model="tiny-random", rm_type=rm_type, beta=BETA, precision="fp32",
                         epochs=2, lr=1e-3, batch_size=4, micro_batch_size=4, seed=0)
-        out = run_experiment(run, setting.train_rows, setting.eval_sets, root / "results",
-                             prepare=persona.prepare_model, save_model_dir=root / "models")
+        out = run_experiment(run, setting.train_rows, setting.eval_sets, root / "results", task="persona",
+                             save_model_dir=root / "models")
         records.append(out.record)
     return records, setting, SP.load_panel_models(records)
 
@@ -60,7 +60,7 @@ def test_rewards_and_token_changes_match_naive_references(trained):
     im, ex = models["IM-RM"], models["EX-RM"]
     for key, text in (("A", A), ("B", B)):
         encoded = im.encode(PROMPT, text)
-        for name, rm in models.items():  # each RM's reward is rmlib.rewards.score of the same text
+        for name, rm in models.items():  # each RM's reward is rmlib.scoring.score of the same text
             assert result["rewards"][name][key] == pytest.approx(float(score(rm, [rm.encode(PROMPT, text)])[0]), abs=1e-6)
         naive_trained, naive_ref = _naive_logps(im.lm, encoded), _naive_logps(im.reference_lm, encoded)
         naive_reward = BETA * float(naive_trained.sum() - naive_ref.sum())  # Eq. 2 from the raw logits

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formatting import Encoded
-from ..rewards import score
+from ..scoring import reference_logps, score
 from .dynamics import ResponseStates, predict_ex, predict_grm, predict_im, sigmoid
 
 
@@ -101,24 +101,22 @@ def measure_all_parameters(rm, plus: Encoded, minus: Encoded, evaluated: list[En
     embeddings, head); loss Eq. 3 (EX/IM) or Eq. 7 (EX-GRM). The parameters are restored afterwards.
     For an IM-RM the reference log-probs are the current model's, as at the start of training."""
     sequences = [plus, minus] + list(evaluated)
-    if rm.needs_reference():
-        rm.cache_reference(sequences)
-    before = score(rm, list(evaluated))
+    ref = reference_logps(rm, sequences) if rm.needs_reference() else None
+    before = score(rm, list(evaluated), ref_logps=ref)
     params = [p for p in rm.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     was_training = rm.training
     rm.eval()
     rm.zero_grad(set_to_none=True)
-    batch = rm.collate([plus, minus]).to(rm.device)
-    ref = rm.reference_logps([plus, minus]) if rm.needs_reference() else None
-    loss, _, _ = rm.loss(rm(batch, ref))
+    batch = rm.collate([plus, minus], ref_logps=ref).to(rm.device)
+    loss, _, _ = rm.loss(rm(batch))
     loss.backward()
     try:
         with torch.no_grad():
             for p in params:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-eta)
-        after = score(rm, list(evaluated))
+        after = score(rm, list(evaluated), ref_logps=ref)
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..formatting import Encoded
-from ..rewards import score
+from ..scoring import reference_logps, score
 
 
 def train_with_trajectories(rm, chosen: list[Encoded], rejected: list[Encoded], config, heldout: list[Encoded]):
@@ -17,14 +17,13 @@ def train_with_trajectories(rm, chosen: list[Encoded], rejected: list[Encoded], 
     after every optimizer step. Returns (history, steps [0..S], rewards as an [S+1, len(heldout)] array)."""
     from ..training import train
 
-    if rm.needs_reference():
-        rm.cache_reference(list(chosen) + list(rejected) + list(heldout))
-    trajectory = [score(rm, heldout).double().numpy()]
+    ref = reference_logps(rm, list(chosen) + list(rejected) + list(heldout)) if rm.needs_reference() else None
+    trajectory = [score(rm, heldout, ref_logps=ref).double().numpy()]
     steps = [0]
 
     def on_step(record):
         steps.append(int(record["step"]))
-        trajectory.append(score(rm, heldout).double().numpy())
+        trajectory.append(score(rm, heldout, ref_logps=ref).double().numpy())
 
-    history = train(rm, chosen, rejected, config, reference_sequences=heldout, on_step=on_step)
+    history = train(rm, chosen, rejected, config, reference_sequences=heldout, on_step=on_step, ref_logps=ref)
     return history, steps, np.stack(trajectory)

@@ -127,16 +127,16 @@ def _run(cfg: Config, splits: dict, rm_type: str, seed: int):
     """One reward model of one seed: the page's only call of ``run_experiment``."""
     from ..data import EvalSet
     from ..experiment import run_experiment
-    from ..rewards import encode_pairs
+    from ..scoring import encode_pairs
     from ..runconfig import RunConfig
 
-    def im_generation(rm):
+    def im_generation(rm, ref_logps):
         """Right after training (stored with the run): samples of the IM-RM's language model, and
-        ln pi_ref(y+|x) of the test chosen cycles from its reference cache (Theorem 1)."""
+        ln pi_ref(y+|x) of the test chosen cycles from the run's reference log-probs (Theorem 1)."""
         samples = ham.sample_and_verify(rm.lm, rm.tokenizer, rm.formatter, splits, cfg.temperature, seed,
                                         cfg.n_generate)
         test_chosen, _ = encode_pairs(rm, splits["test"])
-        return {"samples": samples, "ref_logp_chosen": rm.reference_logps(test_chosen).tolist()}
+        return {"samples": samples, "ref_logp_chosen": [ref_logps[s] for s in test_chosen]}
 
     extra = {"n_vertices": cfg.n_vertices, "edge_prob": cfg.edge_prob, "n_train": cfg.n_train, "n_test": cfg.n_test,
              "data_seed": cfg.data_seed}
@@ -147,7 +147,7 @@ def _run(cfg: Config, splits: dict, rm_type: str, seed: int):
                     precision=cfg.precision, use_chat_template=cfg.use_chat_template, extra=extra)
     eval_sets = {name: EvalSet(rows) for name, rows in splits.items()}
     return run_experiment(run, splits["train"], eval_sets, cfg.results_dir, force=cfg.force,
-                          prepare=lambda lm, tok: ham.prepare_model(lm, tok, cfg.use_chat_template),
+                          task="hamiltonian",
                           after_training=im_generation if rm_type == "im" else None)
 
 
@@ -156,13 +156,11 @@ def initial_model_samples(cfg: Config, splits: dict) -> list[dict]:
     the IM-RMs' seeds (common random numbers, :func:`rmlib.tasks.hamiltonian.sample_and_verify`)."""
     import torch
 
-    from ..formatting import ChatFormatter
-    from ..models import load_model
+    from ..models import load_for_task
 
-    lm0, tok0 = load_model(cfg.model, dtype="float32")
-    ham.prepare_model(lm0, tok0, cfg.use_chat_template)
+    lm0, tok0, formatter0 = load_for_task(cfg.model, "hamiltonian", dtype="float32",
+                                          use_chat_template=cfg.use_chat_template)
     lm0.to("cuda" if torch.cuda.is_available() else "cpu")
-    formatter0 = ChatFormatter(tok0, use_chat_template=cfg.use_chat_template)
     return [{**s, "model": "initial model", "seed": seed} for seed in cfg.seeds
             for s in ham.sample_and_verify(lm0, tok0, formatter0, splits, cfg.temperature, seed, cfg.n_generate)]
 

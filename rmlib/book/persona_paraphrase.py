@@ -125,9 +125,9 @@ def train_all(cfg: Config, settings: dict) -> list:
                                 extra={"trait": cfg.trait, "n_train": cfg.n_train, "n_test": cfg.n_test,
                                        "n_eval_train_prompts": cfg.n_eval_train_prompts,
                                        **({"token_view": True} if keep else {})})
-                out = run_experiment(run, s.train_rows, s.eval_sets, cfg.results_dir, prepare=persona.prepare_model,
+                out = run_experiment(run, s.train_rows, s.eval_sets, cfg.results_dir, task="persona",
                                      force=cfg.force,
-                                     after_training=(lambda rm, s=s, seed=seed: token_view(cfg, rm, s, seed))
+                                     after_training=(lambda rm, ref_logps, s=s, seed=seed: token_view(cfg, rm, s, seed, ref_logps))
                                      if keep else None,
                                      save_model_dir=cfg.panel_models if cfg.panel and (model, seed) == (
                                          cfg.models[0], cfg.seeds[0]) else None)

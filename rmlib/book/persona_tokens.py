@@ -18,22 +18,21 @@ from ..analysis.token_logprobs import token_logprob_changes
 from ..tasks import persona
 
 
-def token_view(cfg, rm, setting, seed: int) -> dict:
+def token_view(cfg, rm, setting, seed: int, ref_logps: dict) -> dict:
     """For the first training pair of ``setting``: the per-token changes of the trained IM-RM ``rm`` on the
     original chosen/rejected responses and the paraphrased ones (PARAPHRASED_CHOSEN[0], PARAPHRASED_REJECTED[0]),
-    and the IM-RM's cached ln pi_ref(y|x) of the four (a consistency check of the fresh initial model)."""
-    from ..models import load_model
+    and the run's ln pi_ref(y|x) of the four from ``ref_logps`` (a consistency check of the fresh initial model)."""
+    from ..models import load_for_task
 
     row = setting.train_rows[0]
-    initial, tok0 = load_model(cfg.models[0], dtype="float32", seed=seed)
-    persona.prepare_model(initial, tok0)
+    initial, tok0, _ = load_for_task(cfg.models[0], "persona", dtype="float32", seed=seed)
     initial.to(rm.device)
     examples = [("original chosen", row["chosen"]), ("original rejected", row["rejected"]),
                 ("paraphrased chosen", persona.PARAPHRASED_CHOSEN[0]),
                 ("paraphrased rejected", persona.PARAPHRASED_REJECTED[0])]
     tokens = [{"response": label, **t} for label, text in examples
               for t in token_logprob_changes(rm.lm, initial, rm, row["prompt"], text)]
-    cached = rm.reference_logps([rm.encode(row["prompt"], text) for _, text in examples]).tolist()
+    cached = [ref_logps[rm.encode(row["prompt"], text)] for _, text in examples]
     return {"prompt": row["prompt"], "responses": [label for label, _ in examples], "tokens": tokens,
             "cached_ref_logps": cached}
 

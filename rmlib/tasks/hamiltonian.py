@@ -5,7 +5,7 @@ Hamiltonian cycle: the N edges of a random vertex permutation (closed into a cyc
 every other vertex pair independently with probability ``p`` (Appendix D.1; the paper uses N = 10, p = 0.2).
 
 Text formats (Appendix D.1). ``[sep]`` separates vertices and edges, ``[edge_sep]`` the two ends of an
-edge; both are added special tokens (:func:`prepare_model`)::
+edge; both are added special tokens (:data:`TASK_TOKENS`, added by :func:`rmlib.models.load_for_task`)::
 
     prompt:   Vertices: [sep]0[sep]1[sep]2 ... [sep]9\\nEdges: [sep]3[edge_sep]4[sep]0[edge_sep]2 ...
     response: 0[sep]9[sep]5[sep]7[sep]1[sep]8[sep]6[sep]4[sep]3[sep]2[sep]
@@ -189,24 +189,12 @@ def make_splits(n_train: int, n_test: int, n_vertices: int = 10, p: float = 0.2,
 
 # ---------------------------------------------------------------------------------------------- model
 
-def prepare_model(model, tokenizer, use_chat_template: bool | None = None) -> list[str]:
-    """Add ``[sep]`` and ``[edge_sep]`` as special tokens, and the paper's ``[USER]``, ``[ASSISTANT]``,
-    ``[EOS]`` template tokens when the paper's template will be used (``use_chat_template=False``, or ``None``
-    and the tokenizer has no chat template: :func:`~rmlib.formatting.uses_chat_template`). For
-    ``run_experiment(prepare=...)``, with ``functools.partial`` to pass ``use_chat_template``.
-
-    The new embedding rows are drawn by transformers around the mean of the old ones; the draw is seeded
-    here so that the same model always gets the same rows."""
-    import torch
-
-    from ..formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
-
-    tokens = list(SPECIAL_TOKENS)
-    if not uses_chat_template(tokenizer, use_chat_template):
-        tokens += list(PAPER_TEMPLATE_TOKENS)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return add_special_tokens(model, tokenizer, tokens)
+# Declared for rmlib.models.load_for_task(name, task="hamiltonian"): [sep] and [edge_sep] are added as special
+# tokens, plus the paper's [USER], [ASSISTANT], [EOS] when the paper's template will be used (no chat template,
+# or use_chat_template=False). The new embedding rows are drawn by transformers around the mean of the old
+# ones, under torch.manual_seed(TOKEN_SEED): the same model always gets the same rows.
+TASK_TOKENS = SPECIAL_TOKENS
+TOKEN_SEED = 0
 
 
 # ------------------------------------------------------------------ the random-ordering baseline

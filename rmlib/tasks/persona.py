@@ -118,10 +118,8 @@ def load_setting(trait: str = "agreeableness", data_dir: str | Path | None = Non
     return make_setting(select_prompts(load_persona(trait, data_dir)), **kwargs)
 
 
-def prepare_model(lm, tokenizer) -> None:
-    """Appendix D: a model without a chat template gets the paper's template, whose markers
-    ``[USER]``, ``[ASSISTANT]``, ``[EOS]`` are added as special tokens (``run_experiment``'s ``prepare``)."""
-    from ..formatting import PAPER_TEMPLATE_TOKENS, add_special_tokens, uses_chat_template
-
-    if not uses_chat_template(tokenizer):
-        add_special_tokens(lm, tokenizer, PAPER_TEMPLATE_TOKENS)
+# Declared for rmlib.models.load_for_task(name, task="persona"): no tokens of its own; a model without a chat
+# template gets the paper's template (Appendix D), whose markers [USER], [ASSISTANT], [EOS] are added as special
+# tokens. Their embedding rows are drawn from the caller's random state (run_experiment: seed_everything(seed)).
+TASK_TOKENS = ()
+TOKEN_SEED = None

@@ -4,7 +4,7 @@
 IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally a training pair
 (x', y+, y-), it returns
 
-* each RM's reward r(x, A), r(x, B) (:func:`rmlib.rewards.score`): the EX-RM's ``<u, h_{x,y}>`` (Eq. 1), the
+* each RM's reward r(x, A), r(x, B) (:func:`rmlib.scoring.score`): the EX-RM's ``<u, h_{x,y}>`` (Eq. 1), the
   IM-RM's ``beta (ln pi_theta(y|x) - ln pi_ref(y|x))`` (Eq. 2), the EX-GRM's ``pi_theta(Yes | I[x, y])`` (Eq. 7);
   which response each prefers (the larger reward; equal rewards are a tie) and whether EX-RM and IM-RM agree;
 * the IM-RM's per-token changes ``ln pi_theta(y_k|x, y_<k) - ln pi_ref(y_k|x, y_<k)`` of both responses, token
@@ -15,9 +15,9 @@ IM-RM and optionally EX-GRM), a prompt x and two responses A, B, and optionally 
   trained IM-RM's parameters (:func:`rmlib.analysis.dynamics.rho_terms`): how one more gradient step on the training
   pair would move the evaluated response's log-probability, token by token.
 
-pi_ref of new text must be the initial model: a trained IM-RM's cache of reference log-probs refuses unseen
-sequences, so the IM-RM must be one that holds pi_ref as a model, as :func:`rmlib.load_reward_model` loads it
-(:class:`rmlib.export.ImplicitRMWithReference`).
+pi_ref of new text must be the initial model: a trained IM-RM's reference log-probs are data computed for its
+training and evaluation sequences only, so the IM-RM must be one that holds pi_ref as a model, as
+:func:`rmlib.load_reward_model` loads it (:class:`rmlib.export.ImplicitRMWithReference`).
 
 Inputs the panel cannot score (an empty prompt or response, a response over :data:`MAX_RESPONSE_TOKENS` or a
 prompt over :data:`MAX_PROMPT_TOKENS` tokens, a sequence over the model's context) raise :class:`PanelInputError`
@@ -44,7 +44,7 @@ from . import HERE, CSS, _check_size, _short, esm_source, quantize, significant,
 from ..analysis import dynamics
 from ..formatting import SequenceTooLong
 from ..analysis.token_logprobs import token_logprob_changes
-from ..rewards import score
+from ..scoring import score
 
 SCORE_ESM = HERE / "score_panel.js"
 MAX_RESPONSE_TOKENS = 48  # the rho grid is K x L cells per (response, training response)
@@ -104,7 +104,7 @@ def _reference_lm(im):
     lm = getattr(im, "reference_lm", None)
     if lm is None:
         raise ValueError("the IM-RM holds no reference model pi_ref, so it cannot score new text (a trained IM-RM "
-                         "caches ln pi_ref only for its training and evaluation sequences): load it with "
+                         "has ln pi_ref only for its training and evaluation sequences): load it with "
                          "rmlib.load_reward_model from a folder saved by save_model_dir")
     return lm
 
