@@ -21,6 +21,7 @@ import torch
 
 from .batching import collate
 from .formatting import Encoded
+from .models import eval_mode
 
 END_OF_TURN_TOKENS = ("[EOS]", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
 
@@ -52,35 +53,33 @@ def sample_token_ids(lm, prompts: list[Encoded], pad_id: int, stop_ids, max_new_
     if not stop:
         raise ValueError("need at least one stop token id")
     device = next(lm.parameters()).device
-    was_training = lm.training
-    lm.eval()
-    results: list[list[int]] = [[] for _ in prompts]
-    for start in range(0, len(prompts), batch_size):
-        index = list(range(start, min(start + batch_size, len(prompts))))
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in index]
-        batch = collate([prompts[i] for i in index], pad_id, padding_side="left").to(device)
-        attention = batch.attention_mask
-        positions = batch.position_ids
-        out = lm(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
-        done = torch.zeros(len(index), dtype=torch.bool)
-        for _ in range(max_new_tokens):
-            probs = torch.softmax(out.logits[:, -1].float().cpu() / temperature, dim=-1)
-            tokens = torch.stack([torch.multinomial(probs[j], 1, generator=g)[0]
-                                  for j, g in enumerate(generators)])
-            for j, token in enumerate(tokens.tolist()):
-                if not done[j]:
-                    if token in stop:
-                        done[j] = True
-                    else:
-                        results[index[j]].append(token)
-            if bool(done.all()):
-                break
-            tokens = torch.where(done, torch.full_like(tokens, pad_id), tokens)
-            attention = torch.cat([attention, (~done).long().to(device)[:, None]], dim=1)
-            positions = positions[:, -1:] + 1
-            out = lm(input_ids=tokens.to(device)[:, None], attention_mask=attention, position_ids=positions,
-                     past_key_values=out.past_key_values, use_cache=True)
-    lm.train(was_training)
+    with eval_mode(lm):
+        results: list[list[int]] = [[] for _ in prompts]
+        for start in range(0, len(prompts), batch_size):
+            index = list(range(start, min(start + batch_size, len(prompts))))
+            generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in index]
+            batch = collate([prompts[i] for i in index], pad_id, padding_side="left").to(device)
+            attention = batch.attention_mask
+            positions = batch.position_ids
+            out = lm(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+            done = torch.zeros(len(index), dtype=torch.bool)
+            for _ in range(max_new_tokens):
+                probs = torch.softmax(out.logits[:, -1].float().cpu() / temperature, dim=-1)
+                tokens = torch.stack([torch.multinomial(probs[j], 1, generator=g)[0]
+                                      for j, g in enumerate(generators)])
+                for j, token in enumerate(tokens.tolist()):
+                    if not done[j]:
+                        if token in stop:
+                            done[j] = True
+                        else:
+                            results[index[j]].append(token)
+                if bool(done.all()):
+                    break
+                tokens = torch.where(done, torch.full_like(tokens, pad_id), tokens)
+                attention = torch.cat([attention, (~done).long().to(device)[:, None]], dim=1)
+                positions = positions[:, -1:] + 1
+                out = lm(input_ids=tokens.to(device)[:, None], attention_mask=attention, position_ids=positions,
+                         past_key_values=out.past_key_values, use_cache=True)
     return results
 
 

@@ -33,6 +33,7 @@ import torch
 
 from .batching import collate_pairs, pair_for_packing
 from .formatting import Encoded
+from .models import eval_mode
 from .metrics import accuracy, normalized_margin
 from .precision import autocast
 from .rewards import MissingReference, ref_logps_of, sequence_logprobs
@@ -58,13 +59,11 @@ def _run_packed(module, compute, rm, sequences: list[Encoded], batch_size: int, 
     """The scoring loop: ``compute(batch)`` -> [N] values for every packed batch of ``sequences`` (on
     ``device``, ``module`` in eval mode), as fp32 on the CPU in the input order."""
     values = torch.empty(len(sequences), dtype=torch.float32)
-    was_training = module.training
-    module.eval()
-    for positions, batch in packed_batches(rm, sequences, batch_size, ref_logps):
-        values[positions] = compute(batch.to(device)).float().cpu()
-        if progress is not None:
-            progress.update(len(positions))
-    module.train(was_training)
+    with eval_mode(module):
+        for positions, batch in packed_batches(rm, sequences, batch_size, ref_logps):
+            values[positions] = compute(batch.to(device)).float().cpu()
+            if progress is not None:
+                progress.update(len(positions))
     return values
 
 

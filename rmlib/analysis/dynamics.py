@@ -29,6 +29,7 @@ import torch
 from ..batching import collate
 from ..formatting import Encoded
 from ..rewards import backbone_hidden
+from ..models import eval_mode
 
 
 # ------------------------------------------------------------------ hidden states and distributions
@@ -49,11 +50,9 @@ def unembedding(lm) -> torch.Tensor:
 @torch.no_grad()
 def sequence_hidden(lm, encoded: Encoded) -> torch.Tensor:
     """Last-layer hidden states [T, D] (float64) of one sequence, eval mode, no padding."""
-    was_training = lm.training
-    lm.eval()
-    batch = collate([encoded], pad_id=0).to(next(lm.parameters()).device)
-    hidden = backbone_hidden(lm, batch)[0].to(torch.float64).cpu()
-    lm.train(was_training)
+    with eval_mode(lm):
+        batch = collate([encoded], pad_id=0).to(next(lm.parameters()).device)
+        hidden = backbone_hidden(lm, batch)[0].to(torch.float64).cpu()
     return hidden
 
 

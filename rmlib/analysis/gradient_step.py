@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formatting import Encoded
+from ..models import eval_mode
 from ..scoring import reference_logps, score
 from .dynamics import ResponseStates, predict_ex, predict_grm, predict_im, sigmoid
 
@@ -105,22 +106,20 @@ def measure_all_parameters(rm, plus: Encoded, minus: Encoded, evaluated: list[En
     before = score(rm, list(evaluated), ref_logps=ref)
     params = [p for p in rm.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
-    was_training = rm.training
-    rm.eval()
-    rm.zero_grad(set_to_none=True)
-    batch = rm.collate([plus, minus], ref_logps=ref).to(rm.device)
-    loss, _, _ = rm.loss(rm(batch))
-    loss.backward()
-    try:
-        with torch.no_grad():
-            for p in params:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-eta)
-        after = score(rm, list(evaluated), ref_logps=ref)
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved):
-                p.copy_(s)
+    with eval_mode(rm):
         rm.zero_grad(set_to_none=True)
-        rm.train(was_training)
+        batch = rm.collate([plus, minus], ref_logps=ref).to(rm.device)
+        loss, _, _ = rm.loss(rm(batch))
+        loss.backward()
+        try:
+            with torch.no_grad():
+                for p in params:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-eta)
+            after = score(rm, list(evaluated), ref_logps=ref)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            rm.zero_grad(set_to_none=True)
     return (after - before).double().numpy()

@@ -12,6 +12,7 @@ EX-RM's features, :func:`separator_fraction` the share of evaluation pairs that 
 from __future__ import annotations
 
 import numpy as np
+from ..models import eval_mode
 
 
 class NotSeparable(ValueError):
@@ -69,14 +70,12 @@ def hidden_differences(rm, rows: list[dict], batch_size: int = 16) -> np.ndarray
     sequences = [rm.encode(r["prompt"], r[key]) for key in ("chosen", "rejected") for r in rows]
     unique = sorted(set(sequences), key=len)
     feats = {}
-    was_training = rm.training
-    rm.eval()
-    with torch.no_grad():
-        for start in range(0, len(unique), batch_size):
-            chunk = unique[start:start + batch_size]
-            out = rm.features(rm.collate(chunk).to(rm.device)).double().cpu().numpy()
-            feats.update(zip(chunk, out))
-    rm.train(was_training)
+    with eval_mode(rm):
+        with torch.no_grad():
+            for start in range(0, len(unique), batch_size):
+                chunk = unique[start:start + batch_size]
+                out = rm.features(rm.collate(chunk).to(rm.device)).double().cpu().numpy()
+                feats.update(zip(chunk, out))
     h = np.stack([feats[s] for s in sequences])
     n = len(rows)
     return h[:n] - h[n:]

@@ -18,6 +18,7 @@ from ..batching import collate
 from ..formatting import Encoded
 from ..metrics import accuracy
 from ..rewards import backbone_hidden
+from ..models import eval_mode
 from .maxmargin import max_margin_separator, separator_accuracy
 
 
@@ -58,17 +59,15 @@ def one_token_pairs(lm, prompt_encodings: list[Encoded], chosen: list[int], reje
               for enc, yc, yr in zip(prompt_encodings, chosen, rejected) for token in (yc, yr)]
     unique = list(dict.fromkeys(wanted))  # a prompt evaluated with several token pairs is run once per token
     last, prompt = {}, {}
-    was_training = lm.training
-    lm.eval()
-    with torch.no_grad():
-        for start in range(0, len(unique), batch_size):
-            chunk = unique[start:start + batch_size]
-            batch = collate(chunk, pad_id=0).to(next(lm.parameters()).device)  # right padding, causal
-            hidden = backbone_hidden(lm, batch).to(torch.float64).cpu()
-            ends = batch.last_index.cpu()
-            for i, seq in enumerate(chunk):
-                last[seq], prompt[seq] = hidden[i, ends[i]], hidden[i, ends[i] - 1]
-    lm.train(was_training)
+    with eval_mode(lm):
+        with torch.no_grad():
+            for start in range(0, len(unique), batch_size):
+                chunk = unique[start:start + batch_size]
+                batch = collate(chunk, pad_id=0).to(next(lm.parameters()).device)  # right padding, causal
+                hidden = backbone_hidden(lm, batch).to(torch.float64).cpu()
+                ends = batch.last_index.cpu()
+                for i, seq in enumerate(chunk):
+                    last[seq], prompt[seq] = hidden[i, ends[i]], hidden[i, ends[i] - 1]
     return OneTokenPairs(torch.stack([prompt[s] for s in wanted[0::2]]), torch.stack([last[s] for s in wanted[0::2]]),
                          torch.stack([last[s] for s in wanted[1::2]]),
                          torch.tensor(chosen, dtype=torch.long), torch.tensor(rejected, dtype=torch.long))

@@ -18,17 +18,16 @@ def token_logprob_changes(trained_lm, initial_lm, rm, prompt: str, response: str
     ``rm`` provides the encoding (the IM-RM's chat format). beta times the summed difference is the
     IM-RM reward (Eq. 2)."""
     from ..rewards import response_token_logprobs
+    from ..models import eval_mode
 
     encoded = rm.encode(prompt, response)
     batch = rm.collate([encoded])
     logps = {}
     for name, lm in (("trained", trained_lm), ("initial", initial_lm)):
-        was_training = lm.training
-        lm.eval()
-        device = next(lm.parameters()).device
-        values, _ = response_token_logprobs(lm, batch.to(device))
-        logps[name] = values.float().cpu().tolist()
-        lm.train(was_training)
+        with eval_mode(lm):
+            device = next(lm.parameters()).device
+            values, _ = response_token_logprobs(lm, batch.to(device))
+            logps[name] = values.float().cpu().tolist()
     tokens = [rm.tokenizer.decode([t]) for t in encoded.response_ids]
     return [{"position": k, "token": tok, "logp_trained": a, "logp_initial": b, "change": a - b}
             for k, (tok, a, b) in enumerate(zip(tokens, logps["trained"], logps["initial"]))]
