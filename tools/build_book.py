@@ -24,6 +24,7 @@ import argparse
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -118,6 +119,10 @@ def execute_notebooks(notebooks: list[Path], params_dir: Path, layout: Layout, p
     """Run each notebook with papermill (skipping unchanged ones); returns one record per notebook."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    # papermill compares the keys with the parameters cell, which holds only `profile`: the page's Config is
+    # what declares and checks them (rmlib.params), so its "Passed unknown parameter" warnings say nothing
+    logging.getLogger("papermill").addFilter(lambda record: "Passed unknown parameter" not in record.getMessage())
 
     LocalSocketKernelManager = _local_socket_kernel_manager()
     # the kernels inherit this: no huggingface/transformers progress widgets ("Loading weights") in pages
