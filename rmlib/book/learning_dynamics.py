@@ -25,7 +25,7 @@ from ..params import CheckedConfig, Param, ParameterError, check_data_dir, check
 from ..rewards import build_reward_model, initial_head
 from ..tasks import persona
 
-G0 = 0.5  # g = sigma(r(x,y-) - r(x,y+)) at initialization, where the IM-RM's rewards are 0 (pi = pi_ref)
+G_AT_INIT = 0.5  # g = sigma(r(x,y-) - r(x,y+)) at initialization, where the IM-RM's rewards are 0 (pi = pi_ref)
 _WORD = Param(str)
 
 
@@ -114,7 +114,7 @@ def study_note(s: Study, cfg: Config) -> Markdown:
 # ------------------------------------------------------------------ 1. rho on real responses (Eq. 5)
 
 def _item(s: Study, cfg: Config, label: str, group: str, kind: str, train, evaluated) -> dict:
-    analysis = dyn.analyze_pair(s.lm, s.fmt.encode, s.U, train, evaluated, cfg.beta, eta=1.0, g=G0)
+    analysis = dyn.analyze_pair(s.lm, s.fmt.encode, s.U, train, evaluated, cfg.beta, eta=1.0, g=G_AT_INIT)
     return {"label": label, "group": group, "kind": kind, "train": train, "evaluated": evaluated, "analysis": analysis}
 
 
@@ -187,7 +187,7 @@ def rho_table(items: list[dict]) -> pd.DataFrame:
 def explorer_data(items: list[dict], s: Study, cfg: Config) -> dict:
     from .. import widgets
 
-    meta = {"model": cfg.model, "eta": 1.0, "beta": cfg.beta, "g": G0}
+    meta = {"model": cfg.model, "eta": 1.0, "beta": cfg.beta, "g": G_AT_INIT}
     return widgets.rho_explorer_data(items, s.tok, meta, max_tokens=cfg.max_response_tokens)
 
 
