@@ -248,6 +248,17 @@ class CheckedConfig:
     def replace(self, **changes) -> "CheckedConfig":
         return type(self).from_dict({**asdict(self), **changes})
 
+    def _repr_html_(self) -> str:
+        """In a page: the table folded under one line that names the profile (the story comes first)."""
+        from html import escape
+
+        rows = "".join(f"<tr><td><code>{escape(f.name)}</code></td><td><code>{escape(repr(getattr(self, f.name)))}"
+                       f"</code></td><td>{escape(f.metadata.get('help', ''))}</td></tr>" for f in fields(self))
+        profile = f" of profile <code>{escape(str(self.profile))}</code>" if hasattr(self, "profile") else ""
+        return (f"<details class=\"rmlib-config\"><summary>The {len(fields(self))} parameters{profile} (show)"
+                f"</summary><table><thead><tr><th>parameter</th><th>value</th><th>meaning</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table></details>")
+
     def _repr_markdown_(self) -> str:
         rows = [f"| `{f.name}` | `{getattr(self, f.name)!r}` | {f.metadata.get('help', '')} |" for f in fields(self)]
         return "| parameter | value | meaning |\n|---|---|---|\n" + "\n".join(rows)

@@ -277,6 +277,9 @@ def test_notebook_config_takes_the_notebook_globals_and_checks_them():
     assert (cfg.profile, cfg.lr, cfg.n_eval, cfg.models, cfg.seeds) == ("smoke", 0.0, 3, ["tiny-random"], [0])
     assert isinstance(cfg.lr, float)
     assert "| `lr` | `0.0` | Adam's learning rate |" in cfg._repr_markdown_()
+    page = cfg._repr_html_()  # folded in the book, values escaped
+    assert page.startswith("<details") and "profile <code>smoke</code>" in page
+    assert "<td><code>lr</code></td><td><code>0.0</code></td><td>Adam&#x27;s learning rate</td>" in page
     # run again after the notebook ran: its own variables are not parameters; a changed parameter is read
     again = _ExampleConfig.from_namespace({"profile": "smoke", "lr": 0.01, "cfg": cfg, "prompts": ["a"]})
     assert again.lr == 0.01 and again.profile == "smoke"
