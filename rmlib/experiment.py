@@ -35,7 +35,7 @@ from .checkpoint import remove_checkpoints
 from .data import EvalSet
 from .export import save_run_model
 from .formatting import SequenceTooLong
-from .models import TASKS, load_for_task
+from .models import check_task, load_for_task
 from .precision import ACCELERATE_NAMES, Precision, PrecisionError, autocast, precision_from_dtype, resolve_shared
 from .results import fingerprint, load_run, run_path, write_json_atomic
 from .rewards import build_reward_model
@@ -124,8 +124,7 @@ def run_experiment(run: RunConfig, train_rows: list[dict], eval_sets: dict[str, 
     is redone when its saved model does not.
     """
     setting, model = run.setting, run.model
-    if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+    check_task(task)
     if not train_rows:
         raise EmptyDataset(f"setting {setting!r}: the training set is empty (nothing left after filtering?)")
     for name, ev in eval_sets.items():

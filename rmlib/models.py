@@ -153,6 +153,12 @@ def load_model(name: str, dtype: str | torch.dtype | None = "auto", seed: int = 
 TASKS = ("hamiltonian", "persona")
 
 
+def check_task(task: str | None) -> None:
+    """A task is None or one of :data:`TASKS`; anything else is refused, naming the accepted ones."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+
+
 def add_task_tokens(model, tokenizer, task: str | None, use_chat_template: bool | None = None) -> list[str]:
     """Add ``task``'s special tokens (``rmlib.tasks.<task>.TASK_TOKENS``), then the paper's template markers
     when the paper's template will be used (:func:`~rmlib.formatting.uses_chat_template`), resizing the
@@ -161,8 +167,7 @@ def add_task_tokens(model, tokenizer, task: str | None, use_chat_template: bool 
     from the caller's random state where the task declares ``TOKEN_SEED = None``. ``task=None``: nothing."""
     if task is None:
         return []
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+    check_task(task)
     declared = importlib.import_module(f"rmlib.tasks.{task}")
     tokens = list(declared.TASK_TOKENS)
     if not uses_chat_template(tokenizer, use_chat_template):
@@ -180,8 +185,7 @@ def load_for_task(name: str, task: str | None = None, dtype: str | torch.dtype |
     ``task``'s tokens added (:func:`add_task_tokens`; ``task`` in :data:`TASKS` or None), and the
     :class:`~rmlib.formatting.ChatFormatter` of ``use_chat_template`` and ``max_length``. An unknown task is
     refused before the model is loaded."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; accepted: None, {', '.join(map(repr, TASKS))}")
+    check_task(task)
     model, tokenizer = load_model(name, dtype=dtype, seed=seed)
     add_task_tokens(model, tokenizer, task, use_chat_template)
     return model, tokenizer, ChatFormatter(tokenizer, use_chat_template=use_chat_template, max_length=max_length)

@@ -17,7 +17,7 @@ import difflib
 import os
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -215,7 +215,8 @@ class CheckedConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "CheckedConfig":
         """Defaults overridden by ``values``; every value checked."""
-        defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}  # NB: the defaults pass check()
+        defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                    for f in fields(cls)}
         checked = vars(validate({**defaults, **values}, cls.schema()))
         config = cls(**checked)
         config.check()

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .stats import signed
 from ..tasks import realworld as rw
 from ..tasks.augmentation import CONDITION_LABELS, CONDITIONS, ORIGINAL, SAME_EPOCHS, SAME_STEPS
 
@@ -38,11 +39,6 @@ GROUPS = {IN_DISTRIBUTION: ("ultrafeedback",),
 
 GAP_VERDICTS = ("narrows the gap", "widens it", "undecided at this size")
 ACCURACY_VERDICTS = ("raises accuracy", "lowers accuracy", "undecided at this size")
-
-
-def signed(x: float) -> str:
-    """``x`` with its sign and 2 decimals, never "-0.00": 0.123 -> "+0.12", -0.001 -> "+0.00"."""
-    return f"{0.0 if round(x, 2) == 0 else x:+.2f}"
 
 
 def group_of(eval_set: str) -> str:

@@ -177,7 +177,8 @@ def verdict(interval: Interval, paper_direction: int, margin: float = 0.0) -> st
     return VERDICTS[1] if (above or below) else VERDICTS[2]
 
 
-def _signed(x: float) -> str:
+def signed(x: float) -> str:
+    """``x`` with its sign and 2 decimals, never "-0.00": 0.123 -> "+0.12", -0.001 -> "+0.00"."""
     return f"{0.0 if round(x, 2) == 0 else x:+.2f}"
 
 
@@ -206,8 +207,8 @@ class Comparison:
         claim = f"{self.label_a} {relation} {self.label_b}" if relation else f"{self.label_a} and {self.label_b} tied"
         sample = f"{_plural(iv.n_pairs, self.unit)}, {_plural(iv.n_seeds, 'seed')}; exact sign test {p_text}"
         if self.constant_b is None:
-            text = (f"{self.label_a} minus {self.label_b} accuracy: {_signed(iv.estimate)} "
-                    f"({iv.confidence * 100:g}% CI {_signed(iv.low)} to {_signed(iv.high)}; {sample})")
+            text = (f"{self.label_a} minus {self.label_b} accuracy: {signed(iv.estimate)} "
+                    f"({iv.confidence * 100:g}% CI {signed(iv.low)} to {signed(iv.high)}; {sample})")
         else:
             c = self.constant_b
             text = (f"{self.label_a} accuracy: {iv.estimate + c:.2f} ({iv.confidence * 100:g}% CI {iv.low + c:.2f} "
@@ -221,7 +222,7 @@ class Comparison:
         """Numbers for a claims table. ``this build`` is "A - B [CI]", or, against a constant B,
         A's accuracy with its interval ("0.91 [0.84, 0.97]")."""
         iv, c = self.interval, self.constant_b
-        text = (f"{_signed(iv.estimate)} [{_signed(iv.low)}, {_signed(iv.high)}]" if c is None else
+        text = (f"{signed(iv.estimate)} [{signed(iv.low)}, {signed(iv.high)}]" if c is None else
                 f"{iv.estimate + c:.2f} [{iv.low + c:.2f}, {iv.high + c:.2f}] vs {c:g}")
         return {"estimate": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "p_value": self.test.p_value,
                 "n_pairs": iv.n_pairs, "n_seeds": iv.n_seeds, "mdd": self.mdd, "verdict": self.verdict,

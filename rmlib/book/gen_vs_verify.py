@@ -25,7 +25,7 @@ from .gen_vs_verify_views import PerPairBound, accuracy_bars
 
 NOTEBOOK = "01_gen_vs_verify"
 SETTING = "gen_vs_verify"
-RM_LABEL = {"ex": "EX-RM", "im": "IM-RM"}
+RM_LABEL = claims.LABELS  # "ex" -> "EX-RM", "im" -> "IM-RM"
 PAPER_SETUP = ("Pythia-1B, N = 10, p = 0.2, 1000/200 graphs, 15 epochs, lr 1e-6, batch 32, 3 seeds")
 
 
