@@ -159,15 +159,10 @@ def test_command_line_reads_a_plan(tmp_path, capsys):
 
 
 def _cpu_seconds_matmul(dtype, size, repeats):
-    """rmlib.precision.time_matmul's measurement in CPU seconds of this process (the machine may be shared)."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        torch.mm(a, b)
-        best = min(best, time.process_time() - start)
-    return best
+    """rmlib.precision.time_matmul in CPU seconds of this process (the machine may be shared)."""
+    from rmlib.precision import time_matmul
+
+    return time_matmul(dtype, size, max(repeats, 2), clock=time.process_time)
 
 
 @pytest.mark.slow
