@@ -205,11 +205,22 @@ def test_exact_mass_table_and_claim_from_records():
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+def _train_as_the_notebook_does(cfg, splits):
+    """Notebook 01's training cell: the loop over the plan, then the samples."""
+    from rmlib import plan as plans
+
+    outcomes = []
+    for entry in page.plan(cfg):
+        outcomes.append(plans.run_entry(entry, force=cfg.force))
+        print(page.progress_line(entry, outcomes[-1]))
+    return outcomes, page.generations_of(cfg, outcomes, splits)
+
+
 def test_page_runs_end_to_end_with_the_tiny_model(tmp_path, capsys):
     cfg = page.Config(model="tiny-random", n_vertices=4, n_train=4, n_test=2, epochs=1, lr=1e-3, batch_size=4,
                       micro_batch_size=4, seeds=[0], n_generate=2, results_dir=str(tmp_path))
     splits = page.make_splits(cfg)
-    outcomes, gens = page.train_and_sample(cfg, splits)
+    outcomes, gens = _train_as_the_notebook_does(cfg, splits)
     assert re.search(r"seed 0 EX-RM: trained in \d+ s \(fp32\); train accuracy [\d.]+  test accuracy", capsys.readouterr().out)
     assert [o.record["spec"]["rm_type"] for o in outcomes] == ["ex", "im"]
     assert sorted(gens.groupby(["model", "split"]).size().items()) == [
@@ -226,7 +237,7 @@ def test_page_runs_end_to_end_with_the_tiny_model(tmp_path, capsys):
     assert "within" in page.mass_markdown(by_split, outcomes).data
     path = page.write(cfg, page.summary_rows(cfg, page.accuracy(outcomes), gens, bound, by_split), claim_table)
     assert Path(path).exists()
-    again, _ = page.train_and_sample(cfg, splits)  # stored runs are reused
+    again, _ = _train_as_the_notebook_does(cfg, splits)  # stored runs are reused
     assert all(o.reused for o in again)
 
 

@@ -264,7 +264,18 @@ def test_token_view_of_an_untrained_im_rm_is_zero_and_matches_its_reference(fres
     assert np.allclose(summed, record["cached_ref_logps"], atol=1e-4)
 
 
-def test_train_all_stores_the_token_view_with_the_im_run_and_reuses_runs(tmp_path, capsys):
+def _train_as_the_notebook_does(cfg) -> list:
+    """Notebook 03's training cell: the loop over the plan, one progress line per run."""
+    from rmlib import plan as plans
+
+    outcomes = []
+    for entry in page.plan(cfg):
+        outcomes.append(plans.run_entry(entry, force=cfg.force))
+        print(page.progress_line(outcomes[-1]))
+    return outcomes
+
+
+def test_the_training_loop_stores_the_token_view_with_the_im_run_and_reuses_runs(tmp_path, capsys):
     data_dir = tmp_path / "data"  # a persona file of PROMPTS: the plan's recipe rebuilds the split from it
     (data_dir / "persona").mkdir(parents=True)
     (data_dir / "persona" / "agreeableness.jsonl").write_text(
@@ -272,13 +283,13 @@ def test_train_all_stores_the_token_view_with_the_im_run_and_reuses_runs(tmp_pat
     cfg = page.Config.from_profile("smoke", results_dir=str(tmp_path), data_dir=str(data_dir), rm_types=["ex", "im"],
                                    n_train=8, n_test=4, n_eval_train_prompts=2, panel=False, seeds=[0])
     settings = {0: persona.make_setting(PROMPTS, cfg.n_train, cfg.n_test, seed=0, n_eval_train_prompts=2)}
-    outcomes = page.train_all(cfg)
+    outcomes = _train_as_the_notebook_does(cfg)
     assert [o.record["spec"]["rm_type"] for o in outcomes] == ["ex", "im"]
     stored = persona_tokens.token_record(outcomes)
     assert stored["prompt"] == settings[0].train_rows[0]["prompt"] and len(stored["responses"]) == 4
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny-random")]
     assert len(lines) == 2 and "trained in" in lines[1] and "test/paraphrased" in lines[1]
-    again = page.train_all(cfg)
+    again = _train_as_the_notebook_does(cfg)
     assert all(o.reused for o in again) and persona_tokens.token_record(again) == stored
 
 

@@ -140,18 +140,6 @@ def plan(cfg: Config, device: str = "here") -> list:
     return runs
 
 
-def train_and_sample(cfg: Config, splits: dict):
-    """Train (or reuse) every run of :func:`plan` (one line each) and draw the initial model's samples:
-    ``(outcomes, generations)`` (:func:`generations_of`). The notebook writes this loop out."""
-    from ..plan import run_entry
-
-    outcomes = []
-    for entry in plan(cfg):
-        outcomes.append(run_entry(entry, force=cfg.force))
-        print(progress_line(entry, outcomes[-1]))
-    return outcomes, generations_of(cfg, outcomes, splits)
-
-
 def im_generation(rm, ref_logps, train_rows, eval_sets, temperature: float, seed: int, n_generate: int | None,
                   initial_model: str, use_chat_template: bool | None = None):
     """Right after an IM-RM's training (stored with the run; :data:`rmlib.plan.AFTER_TRAINING`): samples of its

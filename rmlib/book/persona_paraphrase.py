@@ -155,18 +155,6 @@ def plan(cfg: Config, device: str = "here") -> list:
     return runs
 
 
-def train_all(cfg: Config, settings: dict | None = None) -> list:
-    """Train (or reuse) every run of :func:`plan`, one progress line per run (the notebook writes this loop out;
-    ``settings`` is unused: each entry rebuilds its data from its recipe)."""
-    from ..plan import run_entry
-
-    outcomes = []
-    for entry in plan(cfg):
-        outcomes.append(run_entry(entry, force=cfg.force))
-        print(progress_line(outcomes[-1]))
-    return outcomes
-
-
 def progress_line(outcome) -> str:
     rec = outcome.record
     how = "reused" if outcome.reused else "trained in {:.0f} s".format(rec["timings"]["train"])
