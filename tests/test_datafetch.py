@@ -148,17 +148,15 @@ def test_gated_filter_tokenizer_names_the_token_step(monkeypatch):
 def test_real_world_shifts_paper_profile_refuses_the_mirrors_200_uf_rows():
     from rmlib.book import real_world_shifts as page
     from rmlib.book import real_world_shifts_views as show
-    from rmlib.models import load_tokenizer
 
     if not MIRROR.is_dir():
         pytest.skip("needs the offline mirror ../shared/data")
-    tokenizers = {"tiny-random": load_tokenizer("tiny-random")}
     cfg = page.Config.from_profile("paper", models=["tiny-random"], sweep_models=["tiny-random"], data_dir=str(MIRROR))
     with pytest.raises(datafetch.FewerRowsThanPaper, match="ultrafeedback/train: 200 rows, the paper's split has 2,000"):
-        page.load_data(cfg, tokenizers)
+        page.load_data(cfg)
     cfg = page.Config.from_profile("paper", models=["tiny-random"], sweep_models=["tiny-random"], data_dir=str(MIRROR),
                                    allow_fewer_rows=True)
-    _, report = page.load_data(cfg, tokenizers)
+    _, report = page.load_data(cfg)
     text = show.data_markdown(cfg, report).data
     assert text.startswith("**Fewer rows than the paper** (allow_fewer_rows): ultrafeedback/train: 200 rows")
     assert "rewardmath" not in text.split("**Data source.**")[0]  # its 2,000 rows are the paper's

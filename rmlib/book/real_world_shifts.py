@@ -107,7 +107,7 @@ def load_tokenizers(cfg: Config) -> dict:
     return {m: load_tokenizer(PAPER_MODELS.get(m, m)) for m in cfg.models}
 
 
-def load_data(cfg: Config, tokenizers: dict):
+def load_data(cfg: Config):
     """``(loaded, report)``: :func:`rmlib.tasks.realworld.load_setting` per (setting, model) (the rows the runs
     train on: :func:`data_recipe`), and its reports concatenated with ``setting`` and ``model`` columns."""
     from ..plan import realworld_setting
@@ -190,7 +190,7 @@ def plan(cfg: Config, device: str = "here") -> list:
     from .. import plan as plans
 
     if cfg.profile == "paper":  # refuse fewer rows than the paper's splits before anything is planned
-        load_data(cfg, {})
+        load_data(cfg)
     return [plans.make_entry(NOTEBOOK, cfg.profile, run_config(cfg, r.setting, r.model, r.seed, r.rm_type, r.variant,
                                                                 r.lr, r.beta),
                              data_recipe(cfg, r.setting, r.model), cfg.results_dir, device=device,
