@@ -1,5 +1,5 @@
 """Notebook 05: its data (rmlib.tasks.augmentation: rows, schedules) and its effects
-(rmlib.analysis.augmentation_effects, rmlib.analysis.stats.difference_in_differences: statistics, verdicts, claims).
+(rmlib.analysis.augmentation_effects: statistics, verdicts, claims).
 The page's sentences, tables, figures and Config: tests/test_page_augmentation.py."""
 
 import json
@@ -144,37 +144,6 @@ def test_real_mirror_pairs_at_256_smollm2_tokens_are_notebook_04s_rows():
 
 
 # ------------------------------------------------------------------------------------ statistics
-
-def test_difference_in_differences_hand_computed():
-    a1, b1 = np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1])   # gap 0.25
-    a0, b0 = np.array([1, 1, 1, 1]), np.array([0, 0, 1, 0])   # gap 0.75
-    iv = stats.difference_in_differences(a1, b1, a0, b0, n_boot=2000)
-    assert iv.estimate == pytest.approx(-0.5) and iv.n_pairs == 4 and iv.n_seeds == 1
-    assert iv.low <= -0.5 <= iv.high
-    same = stats.difference_in_differences(a0, b0, a0, b0, n_boot=200)
-    assert (same.estimate, same.low, same.high) == (0, 0, 0)
-    with pytest.raises(ValueError, match="same shape"):
-        stats.difference_in_differences(a1, b1, a0[:3], b0[:3])
-
-
-def test_difference_in_differences_matches_a_naive_two_level_loop():
-    rng = np.random.default_rng(3)
-    a1, b1, a0, b0 = (rng.integers(0, 2, size=(3, 40)).astype(float) for _ in range(4))
-    n_boot, seed = 400, 7
-    iv = stats.difference_in_differences(a1, b1, a0, b0, n_boot=n_boot, seed=seed)
-    draws = np.random.default_rng(seed)  # bootstrap_mean draws all seeds, then all pairs, in one chunk
-    seed_idx, pair_idx = draws.integers(0, 3, size=(n_boot, 3)), draws.integers(0, 40, size=(n_boot, 40))
-    reps = []
-    for r in range(n_boot):
-        total = 0.0
-        for s in seed_idx[r]:
-            for i in pair_idx[r]:
-                total += (a1[s, i] - b1[s, i]) - (a0[s, i] - b0[s, i])
-        reps.append(total / (3 * 40))
-    low, high = np.quantile(reps, [0.025, 0.975])
-    naive = (a1.mean() - b1.mean()) - (a0.mean() - b0.mean())
-    assert iv.estimate == pytest.approx(naive) and iv.low == pytest.approx(low) and iv.high == pytest.approx(high)
-
 
 def _examples(correct: dict, n_pairs: int, seeds=(0,)):
     """A tidy examples table from {(condition, rm): per-pair correctness}, pairs split over two UF sets."""

@@ -5,7 +5,7 @@ import pytest
 
 import rmlib.analysis.stats as st
 from rmlib.analysis.stats import (VERDICTS, Interval, SignTest, binomial_interval, bootstrap_mean, compare, contrast,
-                                  mcnemar_exact, minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test,
+                                  mcnemar_exact, paired_bootstrap_diff, sign_flip_test,
                                   verdict)
 
 AGREES, CONTRADICTS, UNDECIDED = VERDICTS
@@ -65,16 +65,6 @@ def test_shape_checks():
         paired_bootstrap_diff(np.ones((2, 5)), np.ones((3, 5)))
     with pytest.raises(ValueError):
         bootstrap_mean([])
-
-
-def test_mdd_formula_and_fallback():
-    rng = np.random.default_rng(2)
-    a, b = rng.integers(0, 2, (3, 80)), rng.integers(0, 2, (3, 80))
-    d = (a - b).mean(axis=0)
-    expected = (1.959963984540054 + 0.8416212335729143) * d.std(ddof=1) / np.sqrt(80)
-    assert minimum_detectable_difference(a, b) == pytest.approx(expected)
-    same = np.ones(100)
-    assert minimum_detectable_difference(same, same) == pytest.approx(2.8015852 * 0.5 / 10)
 
 
 # --- bootstrap ------------------------------------------------------------------------------------

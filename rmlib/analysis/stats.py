@@ -156,21 +156,6 @@ def paired_bootstrap_diff(a, b, n_boot: int = 10_000, confidence: float = 0.95, 
     return bootstrap_mean(_paired(a, b), n_boot=n_boot, confidence=confidence, seed=seed)
 
 
-def difference_in_differences(a1, b1, a0, b0, n_boot: int = 10_000, confidence: float = 0.95,
-                              seed: int = 0) -> Interval:
-    """How much the A - B accuracy gap changes between two conditions, on the same pairs and seeds.
-
-    ``a1, b1`` (condition 1) and ``a0, b0`` (condition 0) have shape (S, n): the same n evaluation pairs in
-    the same order and the same S seeds (seed s of every array started from the same initial weights).
-    The estimate is ``(mean(a1) - mean(b1)) - (mean(a0) - mean(b0))``. Since the mean is linear this is the
-    mean of ``e[s, i] = (a1 - b1)[s, i] - (a0 - b0)[s, i]``, and the interval is :func:`bootstrap_mean` of
-    ``e``: each replicate draws the same seeds and the same pairs for all four arrays, so everything the two
-    conditions share (which pairs are hard, which seed started where) cancels.
-    """
-    return bootstrap_mean(_paired(_paired(a1, b1), _paired(a0, b0)), n_boot=n_boot, confidence=confidence,
-                          seed=seed)
-
-
 def mcnemar_exact(a, b) -> SignTest:
     """Exact two-sided sign test on the pairs where A and B differ.
 
@@ -184,22 +169,6 @@ def mcnemar_exact(a, b) -> SignTest:
     k = wins_a + wins_b
     p = float(_sp.binomtest(wins_a, k, 0.5).pvalue) if k else 1.0
     return SignTest(wins_a, wins_b, d.size - k, p)
-
-
-def minimum_detectable_difference(a, b, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest true accuracy difference a two-sided level-``alpha`` test on this sample detects with ``power``.
-
-    Normal approximation over pairs: ``d_i = mean_s (a[s, i] - b[s, i])``, ``se = sd(d) / sqrt(n)``
-    (sd with ddof = 1), ``mdd = (z_{1-alpha/2} + z_{power}) * se``; at the defaults the factor is
-    1.96 + 0.84 = 2.80. Seed-to-seed variation is not included, so with several seeds this is a
-    lower bound. If ``sd(d)`` is 0 or n < 2 the sample says nothing about the spread and we use
-    sd = 0.5: the largest sd of one model's 0/1 correctness, and the sd of ``d`` when the models
-    disagree on a quarter of the pairs (``d`` can reach sd 1 at most).
-    """
-    d = _paired(a, b).mean(axis=0)
-    sd = float(np.std(d, ddof=1)) if d.size > 1 else 0.0
-    sd = sd if sd > 0 else 0.5
-    return float((_sp.norm.ppf(1 - alpha / 2) + _sp.norm.ppf(power)) * sd / np.sqrt(d.size))
 
 
 def _cluster_codes(clusters, n: int) -> tuple[np.ndarray, int]:
