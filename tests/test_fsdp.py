@@ -90,22 +90,11 @@ import json, os, sys
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
-import rmlib.experiment as experiment
-from accelerate import PartialState
+from child_hooks import record_engines, uninterrupted_run_keeping_checkpoints
 from rmlib.cli import main
 from test_fsdp import RUNS, SEEN, recording, seen_json
 
-engines = []
-_train = experiment.train
-
-
-def train(*args, **kwargs):
-    history = _train(*args, **kwargs)
-    engines.append(type(history.engine_model).__name__)
-    return history
-
-
-experiment.train = train
+engines = record_engines()
 specs, results, out = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 report = {}
 for setting, (_, _, resume, offload) in RUNS.items():
@@ -113,14 +102,7 @@ for setting, (_, _, resume, offload) in RUNS.items():
     os.environ["FSDP_OFFLOAD_PARAMS"] = "true" if offload else "false"  # read by each run's FSDP plugin
     engines.clear()
     if resume:  # a first, uninterrupted run keeps its step-2 checkpoint; the second run resumes from it
-        remove_checkpoints = experiment.remove_checkpoints
-        experiment.remove_checkpoints = lambda folder: None
-        assert main([spec, "--set", f"results_dir={results}"]) == 0
-        experiment.remove_checkpoints = remove_checkpoints
-        if PartialState().is_main_process:
-            (record,) = results.glob(f"{setting}/*.json")
-            record.rename(out / f"{setting}.uninterrupted.json")
-        PartialState().wait_for_everyone()
+        uninterrupted_run_keeping_checkpoints(spec, results, f"{setting}/*.json", out / f"{setting}.uninterrupted.json")
     SEEN.clear()
     with recording():
         assert main([spec, "--set", f"results_dir={results}"]) == 0

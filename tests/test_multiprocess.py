@@ -30,35 +30,17 @@ HELPER = '''
 import json, sys
 from pathlib import Path
 
-import rmlib.experiment as experiment
-from accelerate import PartialState
+from child_hooks import record_engines, uninterrupted_run_keeping_checkpoints
 from rmlib.cli import main
 from rmlib.scoring import score
 from rmlib.models import load_model
 from rmlib.rewards import build_reward_model
 from rmlib.training import make_accelerator
 
-engines = []  # the class of the model each training ran through (the accelerate-prepared one)
-_train = experiment.train
-
-
-def train(*args, **kwargs):
-    history = _train(*args, **kwargs)
-    engines.append(type(history.engine_model).__name__)
-    return history
-
-
-experiment.train = train
+engines = record_engines()
 spec, results, out, mode = sys.argv[1:5]
 if mode == "resume":  # a first, uninterrupted run keeps its step-2 checkpoint; the second run resumes from it
-    remove_checkpoints = experiment.remove_checkpoints
-    experiment.remove_checkpoints = lambda folder: None
-    assert main([spec, "--set", f"results_dir={results}"]) == 0
-    experiment.remove_checkpoints = remove_checkpoints
-    if PartialState().is_main_process:
-        (record,) = Path(results).glob("mp/*.json")
-        record.rename(Path(out).with_name("uninterrupted.json"))
-    PartialState().wait_for_everyone()
+    uninterrupted_run_keeping_checkpoints(spec, Path(results), "mp/*.json", Path(out).with_name("uninterrupted.json"))
 assert main([spec, "--set", f"results_dir={results}"]) == 0
 accelerator = make_accelerator()
 lm, tok = load_model("tiny-random", dtype="float32", seed=0)
@@ -106,7 +88,8 @@ def run_two_and_one(tmp_path, launch_args, mode="once", budgeted=False):
     helper = tmp_path / "helper.py"
     helper.write_text(HELPER)
     launcher = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),  # + child_hooks
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     two = subprocess.Popen([str(launcher), "launch", *launch_args, str(helper), str(spec_path), str(tmp_path / "two"),
                             str(tmp_path / "gathered.json"), mode], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
