@@ -264,7 +264,9 @@ class CheckedConfig:
             values = {k: v for k, v in values.items() if k in names}
         from .dryrun import require_gpu
 
-        require_gpu(values.get("profile"))  # the paper profile on a CPU-only torch: refused before any work
+        # the paper profile on a CPU-only torch: refused before any work, in collect mode (train=never) too:
+        # the notebooks still compute with paper models there (02 in its kernel, 01 the initial model's samples)
+        require_gpu(values.get("profile"))
         return cls.from_dict(values)
 
     @classmethod
