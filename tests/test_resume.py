@@ -234,3 +234,23 @@ def test_command_line_sweep_grid():
     assert [(s["seed"], s["rm_type"]) for s in specs] == [(0, "ex"), (0, "im"), (1, "ex"), (1, "im")]
     assert all(s["train"] == {"data": "ultrafeedback", "split": "train", "limit": 8} and s["lr"] == 1e-5
                for s in specs)
+
+
+def test_command_line_sweep_with_a_failed_run_exits_1_and_names_it(tmp_path, monkeypatch, capsys):
+    """A sweep goes on past a failed run, but the command's exit status says it failed (a cluster script or
+    `&&` chain must not take a partial sweep for a complete one)."""
+    from rmlib import cli
+    from rmlib.results import NonFiniteResult
+
+    def run_spec(spec, force=False, accelerator=None):
+        if spec["seed"] == 1:
+            raise NonFiniteResult("seed 1 diverged")
+        return _quick_run(tmp_path, seed=spec["seed"])
+
+    monkeypatch.setattr(cli, "run_spec", run_spec)
+    data = write_data_dir(tmp_path / "data", 8, 4)
+    status = cli.main(["--set", "model=tiny-random", "--set", f"data_dir={data}", "--set", "train.limit=8",
+                       "--sweep", "seed=0,1,2"])
+    err = capsys.readouterr().err
+    assert status == 1 and "2 of 3 runs finished, 1 failed" in err and "seed 1 diverged" in err
+    assert len(list((tmp_path / "det").glob("*.json"))) == 2  # the runs before and after the failure
