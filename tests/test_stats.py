@@ -171,6 +171,20 @@ def test_size_rule():
     assert verdict(iv(-0.1, 0.5), 1, M, paper_value=0.49) == UNDECIDED  # contains the value but also chance
 
 
+def test_an_effect_short_of_the_papers_contradicts_whatever_the_test_of_no_difference_says():
+    """The verdict is monotone: notebook 01's cpu EX-RM (0.69 [0.51, 0.86] vs the paper's 0.99, exact test vs
+    chance p = 0.054) contradicts the size, as the same interval shifted to contain chance does; the test of
+    A = B backs only a contradiction that says A and B differ."""
+    weak = SignTest(15, 7, 10, 0.054)  # does not reject A = B
+    assert verdict(iv(0.01, 0.36), 1, M, test=weak, paper_value=0.49) == CONTRADICTS
+    assert verdict(iv(-0.01, 0.34), 1, M, test=weak, paper_value=0.49) == CONTRADICTS
+    assert verdict(iv(-0.36, -0.01), 1, M, test=weak, paper_value=0.49) == UNDECIDED  # the reverse sign: needs it
+    assert verdict(iv(0.01, 0.04), 1, M, test=weak) == CONTRADICTS  # A beats B, but by less than m
+    assert verdict(iv(-0.04, -0.01), 1, M, test=weak) == UNDECIDED  # it would say B beats A: the test must back it
+    assert verdict(iv(-0.30, -0.10), 1, M, test=weak) == UNDECIDED
+    assert verdict(iv(0.10, 0.30), -1, M, test=weak, non_inferiority=True) == UNDECIDED  # B worse: a difference
+
+
 def test_verdict_rejects_bad_direction():
     with pytest.raises(ValueError):
         verdict(iv(0, 1), 2)

@@ -26,8 +26,9 @@ unit of inference is the *cluster* (``clusters``: one label per pair; default: e
   0/1 correctness it is the exact sign (McNemar) test.
 * :func:`verdict`: one margin :data:`MARGIN` for every claim; "agrees" only if the interval lies in the claim's
   region and (where the region excludes 0) the exact test rejects at :data:`ALPHA`; "contradicts" only if the
-  interval is disjoint from the claim's region (and, where it then excludes 0, the exact test rejects); else
-  "undecided at this size". :data:`VERDICT_RULE` states it for the book.
+  interval is disjoint from the claim's region (and, where that asserts a difference from 0 the claim's region
+  does not -- the region holds 0, or the interval lies on the other side of 0 -- the exact test rejects toward
+  it); else "undecided at this size". :data:`VERDICT_RULE` states it for the book.
 
 The percentile bootstrap (:func:`bootstrap_mean`) is kept for descriptive intervals over many units; it
 decides no verdict (from 4-20 clusters it is not valid).
@@ -52,8 +53,9 @@ VERDICT_RULE = (
     f"the exact test rejects A = B at {ALPHA}. Tie rule: the region is |A - B| <= m; *agrees* if the whole interval "
     f"lies within +-m (two one-sided tests, 2.5% each). Non-inferiority (B at least as good as A, within m): the region is A - B <= m; *agrees* if the whole interval is below m. Size rule (the paper states a value v): *agrees* if v lies "
     f"inside the interval and the interval and exact test exclude no difference on v's side; the region is "
-    f"[v - m, v + m]. *Contradicts* only if the interval is disjoint from the region (and the exact test rejects "
-    f"when the interval also excludes 0); otherwise *undecided at this size*. Rows marked *check* are preconditions "
+    f"[v - m, v + m]. *Contradicts* only if the interval is disjoint from the region, and, where that says A and B "
+    f"differ (the region holds 0, or the interval lies across 0 from it), the exact test rejects A = B in the "
+    f"interval's direction; otherwise *undecided at this size*. Rows marked *check* are preconditions "
     f"of a claim, not findings. With one seed a verdict covers one training run: evaluation noise only.")
 
 
@@ -307,7 +309,12 @@ def verdict(interval: Interval, paper_direction: int, margin: float = 0.0, *, te
       positive width and lies within ``[-margin, margin]`` (two one-sided tests at (1 - confidence)/2 each).
       Where the region excludes 0, ``test`` (a :class:`PermutationTest` or :class:`SignTest`), when given, must
       also reject no difference at ``alpha`` (one-sided alpha/2 toward the paper where it has ``p_toward``).
-    * "contradicts": the interval is disjoint from the region; if it also excludes 0, ``test`` must reject.
+    * "contradicts": the interval is disjoint from the region; where this asserts that A and B differ (the
+      interval excludes 0 and the region does not lie wholly on the interval's side of 0: a tie's or a
+      non-inferiority region, or an interval across 0 from a direction or size region), ``test`` must also
+      reject in the interval's direction. An interval between 0 and a size or direction region (an effect
+      smaller than the paper's) contradicts on the interval alone, as one that contains 0 does: the test of
+      A = B cannot back a statement about distance from v.
     * otherwise "undecided at this size".
     """
     if paper_direction not in (-1, 0, 1):
@@ -324,11 +331,11 @@ def verdict(interval: Interval, paper_direction: int, margin: float = 0.0, *, te
     def contradiction(region_low: float, region_high: float) -> bool:
         if low <= region_high and high >= region_low:
             return False
-        if low > 0:
+        if low > 0 and region_low <= 0:  # says A > B where the claim's region allows A <= B
             return rejects(+1)
-        if high < 0:
+        if high < 0 and region_high >= 0:  # says A < B where the region allows A >= B
             return rejects(-1)
-        return True
+        return True  # A - B outside the region but not across 0 from it: the interval decides
 
     if paper_value is not None:
         side = 1 if paper_value > 0 else -1
