@@ -120,8 +120,8 @@ def test_claims_table_lists_every_notebooks_claims_first(tmp_path):
         {"notebook": "04_d", "profile": "cpu", "rows": [{"quantity": "q", "value": 1}]}))  # no claims: no rows
     records = [{"stem": s, "seconds": 1.0, "finished": "now"} for s in ("03_c", "04_d")]
     page = build_book.results_page(records, layout, "cpu")
-    row = ("| {doc}`03 <03_c>` | IM-RM < EX-RM on paraphrases | agrees with the paper | +0.40 [+0.10, +0.70] | "
-           "1.00 vs 0.00 | – | – | – | – | – |")  # the verdict beside its claim (the table is wide)
+    row = ("| {doc}`03 <03_c>` | IM-RM < EX-RM on paraphrases | agrees with the paper | – | +0.40 [+0.10, +0.70] | "
+           "1.00 vs 0.00 | – | – | – | – |")  # the verdict beside its claim (the table is wide)
     assert row in page
     assert "**Verdict rule.**" in page and "**Multiplicity.**" in page
     assert page.index("## Claims tested in this build") < page.index("## {doc}`03_c`")
@@ -146,14 +146,32 @@ def test_claims_table_states_size_test_holm_and_what_would_decide(tmp_path):
     page = build_book.results_page([{"stem": "04_real_world_shifts", "seconds": 1.0, "finished": "now"}], layout,
                                    "smoke")
     big = next(line for line in page.splitlines() if "| big |" in line)
-    assert "| 300 | 3 | sign-flip over prompts (20000 random), p < 0.001 (Holm" in big
-    assert "| big | agrees with the paper |" in big
+    assert "| 300 | 3 | < 0.001 (< 0.001) |" in big  # p, then Holm's over the build
+    assert "| big | agrees with the paper | direction |" in big
     small = next(line for line in page.splitlines() if "| small |" in line and "4 / 2" in line)
-    assert "undecided at this size" in small
+    assert "| small | undecided at this size | direction |" in small  # the detectable difference has its own column
     assert "check: passed" in page
     assert "This build states 2 verdicts" in page and "1 of the 1 decided verdicts" in page
     power = next(line for line in page.splitlines() if line.startswith("| {doc}`04_real_world_shifts` | small | +0.300"))
     assert "`cpu`" in power or "`paper`" in power or "none of the profiles" in power
+
+
+def test_claims_table_says_a_not_comparable_reason_once_under_the_table(tmp_path):
+    layout = build_book.Layout(tmp_path, "cpu")
+    (layout.results / "summaries").mkdir(parents=True)
+    reason = "final training accuracy EX-RM 0.84 vs IM-RM 1.00 differ by more than 0.05 (fairness check failed)"
+    claims = [{"claim": f"chat, {c}", "verdict": f"not comparable: {reason}", "rule": "direction, beyond +-0.05",
+               "p_value": 0.5} for c in ("in-distribution", "token-level shift")]
+    claims.append({"claim": "math, tie", "verdict": "not comparable: another reason", "rule": "tie within +-0.05"})
+    (layout.results / "summaries" / "04_d.json").write_text(json.dumps(
+        {"notebook": "04_d", "profile": "cpu", "rows": [{"quantity": "q", "value": 1}], "claims": claims}))
+    page = build_book.results_page([{"stem": "04_d", "seconds": 1.0, "finished": "now"}], layout, "cpu")
+    assert "| chat, in-distribution | not comparable [1] | direction |" in page
+    assert "| chat, token-level shift | not comparable [1] | direction |" in page
+    assert "| math, tie | not comparable [2] | tie |" in page
+    assert page.count(reason) == 1 and f"- [1] *Not comparable* (notebook 04): {reason}." in page
+    assert "- [2] *Not comparable* (notebook 04): another reason." in page
+    assert "This build states 0 verdicts" in page  # not-comparable rows are no verdicts
 
 
 def test_holm_matches_a_hand_computed_case():

@@ -271,11 +271,31 @@ def _n_text(claim: dict) -> str:
 
 
 def _test_text(claim: dict, holm_p: float | None) -> str:
+    """The exact test's p, with the Holm-adjusted p in brackets: "0.054 (0.16)" (the test is named per page)."""
     if claim.get("p_value") is None:
         return _cell(claim.get("test"))
-    p = claim["p_value"]
-    text = f"{claim.get('test') or 'exact test'}, p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
-    return text + (f" (Holm {holm_p:.2g})" if holm_p is not None else "")
+    fmt = lambda p: "< 0.001" if p < 0.001 else f"{p:.2g}"  # noqa: E731
+    return fmt(claim["p_value"]) + (f" ({fmt(holm_p)})" if holm_p is not None else "")
+
+
+NOT_COMPARABLE = "not comparable"
+
+
+def _verdict_text(claim: dict, stem: str, reasons: dict) -> str:
+    """The verdict in a few words: "undecided at this size" without its bracket (the table has a column for the
+    detectable difference); "not comparable: <reason>" as "not comparable [k]", its reason collected in
+    ``reasons`` (``{(stem, reason): k}``) for one line under the table."""
+    verdict = str(claim.get("verdict") or "")
+    if verdict.startswith(NOT_COMPARABLE + ":"):
+        k = reasons.setdefault((stem, verdict.split(":", 1)[1].strip()), len(reasons) + 1)
+        return f"{NOT_COMPARABLE} [{k}]"
+    return verdict.split(" (", 1)[0] if verdict.startswith("undecided") else verdict
+
+
+def _rule_text(claim: dict) -> str | None:
+    """The rule's name, the first word of its description: size, direction, tie, non-inferiority or check."""
+    match = re.match(r"[a-z-]+", str(claim.get("rule") or ""))
+    return match.group(0) if match else None
 
 
 def _decided(claim: dict) -> bool:
@@ -326,16 +346,22 @@ def claims_table(records: list[dict], layout: Layout) -> list[str]:
              "question (the paper makes no claim about augmentation). *this build*: the estimate with its 95% "
              "interval; *n*: evaluation pairs / independent clusters (prompts; a prompt's versions and base models "
              "share one); *seeds*: training runs (with one, the interval covers evaluation noise only, not the "
-             "training run); *test*: the exact sign-flip test over clusters that a verdict also needs, with its "
-             "Holm-adjusted p over this build's rows; *detectable*: the smallest difference the row's sample detects "
-             "with 80% power.", "", f"**Verdict rule.** {stats.VERDICT_RULE}", "",
-             "| nb | claim | verdict | this build (95% CI) | paper | n | seeds | test | detectable | rule |",
+             "training run); *rule*: which of the verdict rules below decides the row; *p (Holm)*: the exact test "
+             "that a verdict also needs (a sign-flip test over clusters; for notebook 01's generation claim a sign "
+             "test over graphs; each page names its own), with its Holm-adjusted p over this build's rows in "
+             "brackets; *detectable*: the smallest difference the row's sample detects with 80% power.", "",
+             f"**Verdict rule.** {stats.VERDICT_RULE}", "",
+             "| nb | claim | verdict | rule | this build (95% CI) | paper | n | seeds | p (Holm) | detectable |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    reasons = {}  # a "not comparable" row's reason, said once under the table (it is the same for a setting's rows)
     for i, (stem, claim) in enumerate(rows):  # the verdict next to its claim: the table is wider than a phone
-        cells = [claim.get("claim"), claim.get("verdict"), claim.get("this build"), claim.get("paper"),
+        verdict = _verdict_text(claim, stem, reasons)
+        cells = [claim.get("claim"), verdict, _rule_text(claim), claim.get("this build"), claim.get("paper"),
                  _n_text(claim), claim.get("n_seeds"), _test_text(claim, adjusted.get(i)),
-                 None if claim.get("mdd") is None else f"{claim['mdd']:.2f}", claim.get("rule")]
+                 None if claim.get("mdd") is None else f"{claim['mdd']:.2f}"]
         lines.append(f"| {{doc}}`{stem[:2]} <{stem}>` | " + " | ".join(_cell(c) for c in cells) + " |")
+    if reasons:
+        lines += [""] + [f"- [{k}] *Not comparable* (notebook {stem[:2]}): {reason}." for (stem, reason), k in reasons.items()]
     claims_only = [c for _, c in rows
                    if c.get("kind") != "check" and not str(c.get("verdict")).startswith("not comparable")]
     n_verdicts = f"{len(claims_only)} verdict" + ("" if len(claims_only) == 1 else "s")
