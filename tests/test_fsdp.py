@@ -90,6 +90,7 @@ import json, os, sys
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
+from accelerate import PartialState
 from child_hooks import record_engines, uninterrupted_run_keeping_checkpoints
 from rmlib.cli import main
 from test_fsdp import RUNS, SEEN, recording, seen_json
