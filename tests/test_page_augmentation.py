@@ -25,7 +25,7 @@ def test_config_defaults_are_the_cpu_profile():
     defaults = asdict(page.Config())
     assert all(defaults[k] == v for k, v in cpu.items()), cpu
     assert defaults == {"profile": "cpu", "results_dir": "results", "data_dir": None,
-                        "models": ["smollm2-135m-instruct"], "seeds": [0], "rm_types": ["ex", "im"], "epochs": 2,
+                        "models": ["smollm2-135m-instruct"], "seeds": [0], "rm_types": ["ex", "im"], "epochs": 4,
                         "lr": 2e-5, "batch_size": 8, "micro_batch_size": 4, "beta": 0.01, "precision": "auto",
                         "max_length": 256, "n_train": 32, "n_eval": 20, "data_seed": 0,
                         "conditions": ["original", "augmented_same_steps", "placebo"], "length_rm_types": ["ex", "im"],
@@ -74,7 +74,7 @@ def test_cross_checks_raise_before_any_work():
 def test_protocol_is_notebook_04s_and_treated_follows_the_canonical_order():
     cfg = page.Config.from_dict({"conditions": ["augmented_same_epochs", "original", "augmented_same_steps"]})
     assert cfg.treated == [aug.SAME_STEPS, aug.SAME_EPOCHS]
-    assert cfg.protocol == {"epochs": 2, "batch_size": 8, "max_length": 256, "n_train_max": 32, "n_eval_max": 20,
+    assert cfg.protocol == {"epochs": 4, "batch_size": 8, "max_length": 256, "n_train_max": 32, "n_eval_max": 20,
                             "data_seed": 0, "length_rm_types": "ex,im"}
 
 

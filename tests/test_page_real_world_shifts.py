@@ -48,7 +48,7 @@ def test_config_names_the_bad_parameter(change, expected):
 
 def test_protocol_and_sweep_models():
     cfg = page.Config()
-    assert cfg.protocol == {"epochs": 2, "batch_size": 8, "max_length": 256, "n_train_max": 32, "n_eval_max": 20,
+    assert cfg.protocol == {"epochs": 4, "batch_size": 8, "max_length": 256, "n_train_max": 32, "n_eval_max": 20,
                             "data_seed": 0, "length_rm_types": "ex,im"}
     assert cfg.sweep_model_names == ["smollm2-135m-instruct"]
     assert page.Config.from_dict({"sweep_models": ["tiny-random"]}).sweep_model_names == ["tiny-random"]
@@ -171,7 +171,7 @@ def test_caveats_and_data_markdown():
     report = pd.DataFrame([{"setting": "chat", "model": "smollm2-135m-instruct", "data_set": "ultrafeedback", "label": "UF",
                             "split": "train", "used": 32}])
     text = show.data_markdown(page.Config(), report).data
-    assert "Training: 2 epochs at lr 2e-05, batch 8 (paper: 5 epochs, lr 1e-6, batch 32); seeds [0] (paper: 3)" in text
+    assert "Training: 4 epochs at lr 2e-05, batch 8 (paper: 5 epochs, lr 1e-6, batch 32); seeds [0] (paper: 3)" in text
 
 
 def test_data_summary_and_fairness_sentences():

@@ -44,7 +44,7 @@ class Config(CheckedConfig):
     seeds: list[int] = param([0], each=Param(int, low=0), help="training seeds")
     rm_types: list[str] = param(["ex", "im"], each=Param(str, choices=("ex", "im")),
                                 help="both are needed: the gap is EX-RM (Eq. 1) minus IM-RM (Eq. 2)")
-    epochs: int = param(2, low=1, help="epochs of the 'original' condition (and of 'augmented, same epochs')")
+    epochs: int = param(4, low=1, help="epochs of the 'original' condition (and of 'augmented, same epochs')")
     lr: float = param(2e-5, low=1e-9, high=0.1, help="Adam's learning rate (constant)")
     batch_size: int = param(8, low=1, help="pairs per optimizer step")
     micro_batch_size: int = param(4, low=1, help="pairs per forward pass (gradient accumulation)")

@@ -45,7 +45,8 @@ class Config(CheckedConfig):
     seeds: list[int] = param([0], each=Param(int, low=0), help="training seeds (paper: 3)")
     rm_types: list[str] = param(["ex", "im"], each=Param(str, choices=("ex", "im", "grm")),
                                 help='reward models; add "grm" for the EX-GRM comparison (Appendix C.3)')
-    epochs: int = param(2, low=1, help="training epochs (paper: 5)")
+    epochs: int = param(4, low=1, help="training epochs (paper: 5; cpu: 4, so that both reward models fit "
+                                       "their training pairs: the fairness check, Appendix D.3)")
     lr: float = param(2e-5, low=1e-9, high=0.1, help="Adam's learning rate (paper: 1e-6)")
     batch_size: int = param(8, low=1, help="pairs per optimizer step (paper: 32)")
     micro_batch_size: int = param(4, low=1, help="pairs per forward pass (gradient accumulation)")
