@@ -4,6 +4,7 @@ entry's results file (the real worker, ``python -m rmlib.cli run``, trains; its 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,8 +165,11 @@ def test_ctrl_c_stops_the_workers(tmp_path, standin):
     plan = write_plan(tmp_path / "plan.jsonl", 2, special={0: "requeue", 1: "requeue"})  # both sleep 120 s
     code = (f"from rmlib import launch; launch.run_pool({str(plan)!r}, 'cpu:2', "
             f"results_dir={str(tmp_path / 'r')!r}, worker={standin!r})")
+    # SIGINT at its default, as in a terminal: a test run started in the background (`make test &`, nohup) has it
+    # ignored, and a Python started with SIGINT ignored never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120  # the pool imports rmlib (torch, transformers) first: slow on a loaded machine
     while len(list((tmp_path / "record").glob("*.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
