@@ -212,6 +212,8 @@ class RunLock:
     ``lock.waited`` tells whether it had to wait (then the caller should look again for the owner's results).
     ``lock.holder`` is what the owner wrote (host, pid, start time)."""
 
+    NAME_WAIT = 2.0  # seconds a waiter waits for the owner's name before calling it "another process"
+
     def __init__(self, path: str | Path, poll: float = 0.5, say=None):
         path = Path(path)
         self.file, self.name = path.with_name(f".{path.name}.lock"), path.stem
@@ -220,16 +222,20 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         self.file.parent.mkdir(parents=True, exist_ok=True)
+        since = None  # when this process first found the lock held; the owner writes who it is just after locking,
+        # so a read in between finds the file empty: wait up to NAME_WAIT seconds for the name before saying
         while True:
             fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if not self.waited:
-                    self.holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
-                    self.say(f"{self.name} is being run by {self.holder}; waiting for it to finish")
-                    self.waited = True
+                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
                 os.close(fd)
+                self.waited = True
+                since = since or time.monotonic()
+                if self.holder is None and (holder or time.monotonic() - since >= self.NAME_WAIT):
+                    self.holder = holder or "another process"
+                    self.say(f"{self.name} is being run by {self.holder}; waiting for it to finish")
                 time.sleep(self.poll)
                 continue
             try:  # the owner before us may have removed the file after we opened it: lock the current one
@@ -245,6 +251,8 @@ class RunLock:
                               .encode("utf-8"), 0)
             except OSError:
                 pass
+            if self.waited and self.holder is None:  # the owner ended before it could be named
+                self.holder = "another process"
             self.fd = fd
             return self
 

@@ -217,6 +217,32 @@ def test_fault_lock_of_a_killed_owner_is_free_at_once(tmp_path):
     assert results.remove_stale_temps(tmp_path) == [left] and not left.exists()
 
 
+def test_lock_waiter_names_an_owner_caught_between_locking_and_writing_its_name(tmp_path):
+    """The owner locks, then writes who it is: a waiter that reads in between gets an empty file. It names the
+    owner once the name is there (a fresh-clone run said "being run by another process" this way), and falls
+    back to "another process" only if none appears within a few polls."""
+    lock_file = tmp_path / ".run.json.lock"
+    code = (f"import fcntl, os, time; fd = os.open({str(lock_file)!r}, os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(0.4); "
+            "os.pwrite(fd, b'pid 7 on host h since t', 0); time.sleep(60)")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        said = []
+        waiter = threading.Thread(target=RunLock(tmp_path / "run.json", poll=0.05, say=said.append).acquire,
+                                  daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert said == ["run is being run by pid 7 on host h since t; waiting for it to finish"]
+    finally:
+        owner.kill()
+        owner.wait()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+
+
 def test_fault_checkpoint_temporaries_are_per_process(tmp_path):
     mine = safefiles.temp_path(ckpt.step_folder(tmp_path, 14))
     assert mine.name == f".step-000014.tmp-{safefiles.HOST}-{os.getpid()}"
